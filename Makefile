@@ -1,0 +1,67 @@
+# Two commands on a fresh machine: `make run` (the daemon on config.yaml) and
+# `make test`. Both build .venv, install the package and fetch the models first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EDGE   := $(BIN)/edge
+STAMP  := $(VENV)/.installed
+
+# A Raspberry Pi's camera stack (picamera2, libcamera) comes from apt and is
+# built against NumPy 1.x: there the venv must see the system packages and
+# stay on numpy<2. Detected by the Pi's device-tree model or an importable
+# system picamera2.
+ON_PI := $(shell { grep -qs "Raspberry Pi" /proc/device-tree/model || \
+                   $(PYTHON) -c "import picamera2" ; } >/dev/null 2>&1 && echo 1)
+ifeq ($(ON_PI),1)
+VENV_FLAGS  := --system-site-packages
+CONSTRAINTS := numpy<2
+else
+VENV_FLAGS  :=
+CONSTRAINTS :=
+endif
+
+.PHONY: help venv models system-deps run test lint bench clean
+
+help:
+	@echo "make run    - start the door daemon on config.yaml"
+	@echo "make test   - install everything and run the tests"
+	@echo "make bench  - edge bench (speed and memory)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@echo "$(CONSTRAINTS)" > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+# espeak-ng speaks the greeting; install it when missing and we are root.
+system-deps:
+	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing espeak-ng"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	  else \
+	    echo "warning: espeak-ng is missing; install it with: sudo apt-get install espeak-ng"; \
+	  fi; \
+	fi
+
+models: $(STAMP)
+	$(EDGE) models fetch
+
+run: $(STAMP) system-deps models
+	$(EDGE) run
+
+lint: $(STAMP)
+	$(BIN)/ruff check edge tests scripts
+
+test: $(STAMP) system-deps models lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) models
+	$(EDGE) bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

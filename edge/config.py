@@ -1,0 +1,194 @@
+"""The configuration: one tree of pydantic models, defaults in one place.
+
+Unknown keys, wrong types and out-of-range values are refused with one line
+that names the key, before any model, camera or pin is touched. Relative
+paths are taken relative to the configuration file, so a site can keep its
+config, models and database together wherever it likes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+#: Where the package's own default configuration lives (the repository root).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(_Section):
+    dir: Path = Path("models")
+    threads: int = Field(1, ge=1, le=16)
+
+
+class DetectConfig(_Section):
+    score_threshold: float = Field(0.6, gt=0.0, lt=1.0)
+    iou_threshold: float = Field(0.3, gt=0.0, lt=1.0)
+    #: How still photos (enroll, identify, verify) are searched for faces:
+    #: "full" = full-range model on the whole photo, "tiles" = short-range
+    #: model on overlapping tiles as well as the whole photo, "both".
+    still_mode: Literal["short", "full", "tiles", "both"] = "full"
+    #: The camera path uses the short-range model on the whole frame (faces at
+    #: a door are close); "full" trades speed for range.
+    camera_mode: Literal["short", "full"] = "short"
+    #: Side of the square tiles searched in "tiles"/"both" mode (pixels).
+    tile_size: int = Field(512, ge=128, le=4096)
+    max_faces: int = Field(20, ge=1, le=100)
+
+
+class AlignConfig(_Section):
+    #: Faces whose eyes are closer than this (frame pixels) are not embedded.
+    min_eye_distance: float = Field(16.0, ge=4.0, le=500.0)
+
+
+class EmbedConfig(_Section):
+    flip_average: bool = False
+
+
+class MatchConfig(_Section):
+    threshold: float = Field(0.40, gt=-1.0, lt=1.0)
+    margin: float = Field(0.05, ge=0.0, lt=1.0)
+
+
+class EnrollConfig(_Section):
+    min_eye_distance: float = Field(20.0, ge=4.0, le=1000.0)
+    min_sharpness: float = Field(25.0, ge=0.0)
+    max_yaw: float = Field(0.35, gt=0.0, le=1.0)
+    max_image_pixels: int = Field(40_000_000, ge=10_000)
+    max_image_bytes: int = Field(50_000_000, ge=1_000)
+    camera_frames: int = Field(5, ge=1, le=50)
+
+
+class GalleryConfig(_Section):
+    db: Path = Path("data/gallery.db")
+
+
+class CameraConfig(_Section):
+    #: "picamera2", a device index ("0"), an RTSP/HTTP URL, a video file,
+    #: a folder of images, or a GStreamer pipeline string (Jetson CSI).
+    source: str = "0"
+    width: int = Field(640, ge=64, le=4096)
+    height: int = Field(480, ge=64, le=4096)
+    fps: float = Field(30.0, gt=0.0, le=120.0)
+    reopen_max_seconds: float = Field(30.0, gt=0.0)
+
+
+class LivenessConfig(_Section):
+    mode: Literal["off", "passive", "active", "both"] = "passive"
+    passive_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    passive_frames: int = Field(3, ge=1, le=30)
+    blink_ear_threshold: float = Field(0.21, gt=0.0, lt=1.0)
+    blink_window_seconds: float = Field(4.0, gt=0.0, le=60.0)
+
+
+class DecisionConfig(_Section):
+    agree_matches: int = Field(3, ge=1, le=30)
+    window_frames: int = Field(10, ge=1, le=300)
+    cooldown_seconds: float = Field(10.0, ge=0.0)
+    unknown_log_seconds: float = Field(10.0, ge=0.0)
+    snapshot_dir: Path | None = None
+    snapshot_max_mb: float = Field(100.0, gt=0.0)
+
+
+class DoorConfig(_Section):
+    pin: int = Field(17, ge=0, le=27)
+    active_high: bool = True
+    unlock_seconds: float = Field(3.0, gt=0.0, le=60.0)
+    contact_pin: int | None = Field(None, ge=0, le=27)
+    held_open_seconds: float = Field(30.0, gt=0.0)
+    exit_button_pin: int | None = Field(None, ge=0, le=27)
+
+
+class VoiceConfig(_Section):
+    enabled: bool = True
+    welcome: str = "Welcome, {name}"
+    denied: str = "Sorry, access denied"
+    voice: str | None = None
+    rate: int = Field(160, ge=50, le=400)
+    volume: float = Field(1.0, ge=0.0, le=1.0)
+    min_interval_seconds: float = Field(5.0, ge=0.0)
+
+
+class DaemonConfig(_Section):
+    status_file: Path = Path("data/status.json")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    models: ModelsConfig = ModelsConfig()
+    detect: DetectConfig = DetectConfig()
+    align: AlignConfig = AlignConfig()
+    embed: EmbedConfig = EmbedConfig()
+    match: MatchConfig = MatchConfig()
+    enroll: EnrollConfig = EnrollConfig()
+    gallery: GalleryConfig = GalleryConfig()
+    camera: CameraConfig = CameraConfig()
+    liveness: LivenessConfig = LivenessConfig()
+    decision: DecisionConfig = DecisionConfig()
+    door: DoorConfig = DoorConfig()
+    voice: VoiceConfig = VoiceConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    #: The folder relative paths are resolved against (the config file's own).
+    base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
+
+    def path(self, p: Path | str) -> Path:
+        """Resolve a configured path: absolute as given, else below ``base_dir``."""
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and not isinstance(first["input"], dict):
+        msg = f"{msg} (got {first['input']!r})"
+    return f"{where}: {msg}"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a YAML config; ``None`` means ``$EDGE_CONFIG`` or the default.
+
+    Raises :class:`ConfigError` with one line naming the file and the key.
+    """
+    if path is None:
+        path = os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    if "base_dir" in data:
+        raise ConfigError(f"{path}: base_dir: unknown key")
+    try:
+        return Config(**data, base_dir=path.resolve().parent)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_describe(e)}") from None
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from None
