@@ -1,0 +1,139 @@
+"""The recognition path shared by the daemon, enrollment and the CLI.
+
+detect → align → embed, with the quality measures that decide whether a face
+is worth embedding or enrolling. Frames come in as BGR (OpenCV's order) and
+are converted to RGB once here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import models
+from .align import align, sharpness, yaw
+from .config import Config
+from .detect import Detection, Detector, merge
+from .embed import Embedder
+from .errors import NoFaceError
+from .image import Image
+from .runtime import load_interpreter
+
+#: A second face counts as "another person in the photo" when it is at least
+#: this fraction of the largest face's size; smaller ones are background.
+SECOND_FACE_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face with its quality and, when good enough, its embedding."""
+
+    detection: Detection
+    eye_distance: float
+    sharpness: float
+    yaw: float
+    embedding: np.ndarray | None
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return self.detection.box
+
+    @property
+    def quality(self) -> float:
+        """One number for ranking templates: detector score, shrunk for small or turned faces."""
+        size = min(1.0, self.eye_distance / 60.0)
+        return float(self.detection.score * size * max(0.0, 1.0 - self.yaw))
+
+
+class Engine:
+    """Detection, alignment and embedding, built once from the config.
+
+    The camera path uses one detector on whole frames; still photos use the
+    detector chosen by ``detect.still_mode`` (full range and/or tiles), loaded
+    only when first needed so the camera path pays nothing for it.
+    """
+
+    def __init__(self, cfg: Config, models_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.models_dir = models_dir or cfg.path(cfg.models.dir)
+        threads = cfg.models.threads
+        self._detectors: dict[str, Detector] = {}
+        self.embedder = Embedder(
+            self._interpreter("embed", threads), flip_average=cfg.embed.flip_average
+        )
+        self.camera_detector = self._detector(cfg.detect.camera_mode)
+
+    def _interpreter(self, role: str, threads: int) -> Any:
+        return load_interpreter(models.require(self.models_dir, role), threads)
+
+    def _detector(self, kind: str) -> Detector:
+        """The short- or full-range detector, loaded once."""
+        if kind not in self._detectors:
+            d = self.cfg.detect
+            role = "detect_full" if kind == "full" else "detect_short"
+            self._detectors[kind] = Detector(
+                self._interpreter(role, self.cfg.models.threads),
+                d.score_threshold,
+                d.iou_threshold,
+                d.max_faces,
+            )
+        return self._detectors[kind]
+
+    def detect(self, rgb: np.ndarray, still: bool = False) -> list[Detection]:
+        """Faces in an RGB frame; ``still`` searches harder (group photos, small faces)."""
+        if not still:
+            return self.camera_detector.detect(rgb)
+        mode = self.cfg.detect.still_mode
+        tile = self.cfg.detect.tile_size if mode in ("tiles", "both") else None
+        if mode == "both":
+            parts = [self._detector("full").raw(rgb), *self._detector("short").parts(rgb, tile)]
+            return merge(parts, self.cfg.detect.iou_threshold, self.cfg.detect.max_faces)
+        return self._detector("full" if mode == "full" else "short").detect(rgb, tile=tile)
+
+    def describe(self, rgb: np.ndarray, det: Detection, min_eye_distance: float) -> Face:
+        """Measure a detection's quality; embed it when its eyes are far enough apart."""
+        crop = align(rgb, det.keypoints)
+        eye = det.eye_distance
+        emb = self.embedder.embed(crop) if eye >= min_eye_distance else None
+        return Face(det, eye, sharpness(crop), yaw(det.keypoints), emb)
+
+    def faces(self, bgr: np.ndarray, still: bool = False) -> list[Face]:
+        """Every face in a BGR frame, largest first, embedded where big enough."""
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        dets = sorted(self.detect(rgb, still), key=lambda d: -d.eye_distance)
+        return [self.describe(rgb, d, self.cfg.align.min_eye_distance) for d in dets]
+
+    def enrollment_face(self, image: Image, still: bool = True) -> Face:
+        """The one good face of an enrollment photo, or :class:`NoFaceError` saying why."""
+        e = self.cfg.enroll
+        rgb = cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB)
+        dets = sorted(self.detect(rgb, still), key=lambda d: -d.eye_distance)
+        if not dets:
+            raise NoFaceError(f"{image.path}: no face found")
+        largest = dets[0]
+        others = [d for d in dets[1:] if d.width >= SECOND_FACE_RATIO * largest.width]
+        if others:
+            raise NoFaceError(
+                f"{image.path}: more than one face ({len(others) + 1}); use a photo of one person"
+            )
+        if largest.eye_distance < e.min_eye_distance:
+            raise NoFaceError(
+                f"{image.path}: face too small (eyes {largest.eye_distance:.0f} px apart, "
+                f"need {e.min_eye_distance:.0f})"
+            )
+        face = self.describe(rgb, largest, 0.0)
+        if face.yaw > e.max_yaw:
+            raise NoFaceError(
+                f"{image.path}: face turned too far from frontal "
+                f"(yaw {face.yaw:.2f}, max {e.max_yaw:.2f})"
+            )
+        if face.sharpness < e.min_sharpness:
+            raise NoFaceError(
+                f"{image.path}: face too blurry (sharpness {face.sharpness:.0f}, "
+                f"need {e.min_sharpness:.0f})"
+            )
+        return face

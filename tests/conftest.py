@@ -1,0 +1,66 @@
+"""Shared fixtures: the real models, the real photos in ../shared/faces, real SQLite files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge.config import Config, load_config
+from edge.models import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
+FACES = Path(os.environ.get("EDGE_FACES", ROOT.parent / "shared" / "faces"))
+PEOPLE = FACES / "people"
+MODELS = ROOT / "models"
+
+
+def photos_of(person: str) -> list[Path]:
+    return sorted((PEOPLE / person).iterdir())
+
+
+def all_people_photos() -> list[tuple[str, Path]]:
+    return [(d.name, p) for d in sorted(PEOPLE.iterdir()) for p in sorted(d.iterdir())]
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    assert PEOPLE.is_dir(), f"the shared test photos are missing: {FACES}"
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def cfg() -> Config:
+    """The project's default config.yaml, as the daemon and CLI read it."""
+    return load_config(ROOT / "config.yaml")
+
+
+@pytest.fixture(scope="session")
+def engine(cfg: Config):
+    from edge.engine import Engine
+
+    return Engine(cfg)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A site folder: config.yaml (models from the project) and a fresh gallery path."""
+    text = (ROOT / "config.yaml").read_text()
+    text = text.replace("  dir: models ", f"  dir: {MODELS} ")
+    text = text.replace("  db: data/gallery.db", f"  db: {tmp_path / 'gallery.db'}")
+    (tmp_path / "config.yaml").write_text(text)
+    return tmp_path
+
+
+@pytest.fixture
+def photo_copy(tmp_path: Path):
+    """Copy a shared photo into tmp_path (tests never write into ../shared)."""
+
+    def copy(src: Path, name: str | None = None) -> Path:
+        dst = tmp_path / (name or src.name)
+        shutil.copyfile(src, dst)
+        return dst
+
+    return copy
