@@ -1,0 +1,500 @@
+"""The gallery on real SQLite files in tmp_path: no mocks.
+
+"Unchanged" is checked the strict way: close the gallery (which checkpoints
+the WAL into the main file) and compare the file's bytes before and after.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.errors import GalleryError
+from edge.gallery import SCHEMA_VERSION, Event, Gallery
+from edge.match import DIM, NO_ONE
+
+
+def unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal(DIM)
+    return v / np.linalg.norm(v)
+
+
+def sha(i: int | str) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def digest(path: Path) -> str:
+    """The file's sha256, after checking no WAL is left beside it."""
+    assert not Path(f"{path}-wal").exists()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "gallery.db"
+
+
+@pytest.fixture
+def gallery(db_path: Path) -> Iterator[Gallery]:
+    with Gallery(db_path, actor="tester") as g:
+        yield g
+
+
+def raw(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Query the file through a separate plain sqlite3 connection."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------ people
+
+
+def test_new_gallery_is_private_and_current(db_path: Path, gallery: Gallery) -> None:
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert gallery.people() == []
+    assert gallery.integrity_check() == "ok"
+
+
+def test_enroll_list_and_look_up(gallery: Gallery, rng: np.random.Generator) -> None:
+    r = gallery.enroll("alice", [(unit(rng), 0.9, sha(1)), (unit(rng), 0.8, sha(2))], "Alice A.")
+    assert (r.added, r.skipped_duplicates) == (2, 0)
+    gallery.enroll("bob", [(unit(rng), None, None)])
+    people = gallery.people()
+    assert [(p.name, p.display_name, p.templates, p.active) for p in people] == [
+        ("alice", "Alice A.", 2, True),
+        ("bob", None, 1, True),
+    ]
+    assert gallery.person("alice") == people[0]
+    t = gallery.templates()
+    assert t.embeddings.shape == (3, DIM) and t.embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(t.embeddings, axis=1), 1.0, atol=1e-6)
+    events = gallery.events(kind="enroll")
+    assert [(e.name, e.actor, e.detail) for e in events] == [
+        ("alice", "tester", {"added": 2, "skipped": 0}),
+        ("bob", "tester", {"added": 1, "skipped": 0}),
+    ]
+
+
+def test_add_person_then_enroll_and_refuse_duplicates(gallery: Gallery) -> None:
+    p = gallery.add_person("carol", "Carol", notes="night shift", valid_until="2030-01-01T00:00Z")
+    assert (p.templates, p.notes, p.valid_until) == (
+        0,
+        "night shift",
+        "2030-01-01T00:00:00.000000+00:00",
+    )
+    with pytest.raises(GalleryError, match="already exists"):
+        gallery.add_person("carol")
+    with pytest.raises(GalleryError, match="not after"):
+        gallery.add_person("dave", valid_from="2030-01-02T00:00Z", valid_until="2030-01-01T00:00Z")
+
+
+def test_reenrolling_the_same_photo_is_a_no_op(gallery: Gallery, rng: np.random.Generator) -> None:
+    e = unit(rng)
+    assert gallery.enroll("alice", [(e, 0.9, sha(1))]).added == 1
+    again = gallery.enroll("alice", [(e, 0.9, sha(1)), (unit(rng), 0.7, sha(1))])
+    assert (again.added, again.skipped_duplicates) == (0, 2)
+    assert gallery.person("alice").templates == 1
+    # The same photo may still be a template of someone else (it is their sha, not ours).
+    assert gallery.enroll("bob", [(e, 0.9, sha(1))]).added == 1
+
+
+def test_remove_cascades_to_templates(
+    db_path: Path, gallery: Gallery, rng: np.random.Generator
+) -> None:
+    gallery.enroll("alice", [(unit(rng), 0.9, sha(i)) for i in range(3)])
+    gallery.enroll("bob", [(unit(rng), 0.9, sha(9))])
+    assert gallery.remove("alice") == 3
+    assert [p.name for p in gallery.people()] == ["bob"]
+    assert raw(db_path, "SELECT count(*) FROM templates") == [(1,)]
+    assert gallery.events(kind="remove")[0].name == "alice"  # the log keeps history
+    with pytest.raises(GalleryError, match="'alice': no such person"):
+        gallery.remove("alice")
+
+
+def test_rename(gallery: Gallery, rng: np.random.Generator) -> None:
+    gallery.enroll("alice", [(unit(rng), 0.9, sha(1))])
+    gallery.enroll("bob", [(unit(rng), 0.9, sha(2))])
+    assert gallery.rename("alice", "alicia").templates == 1
+    assert [p.name for p in gallery.people()] == ["alicia", "bob"]
+    with pytest.raises(GalleryError, match="'bob': a person of that name already exists"):
+        gallery.rename("alicia", "bob")
+    with pytest.raises(GalleryError, match="'nobody': no such person"):
+        gallery.rename("nobody", "somebody")
+    assert gallery.events(kind="rename")[-1].detail == {"old": "alice", "new": "alicia"}
+
+
+def test_disable_enable_and_validity_reach_the_matcher(
+    gallery: Gallery, rng: np.random.Generator
+) -> None:
+    e = unit(rng)
+    gallery.enroll("alice", [(e, 0.9, sha(1))])
+    assert not gallery.set_active("alice", False).active
+    got = gallery.matcher().match(e)
+    assert got.accepted and got.name == "alice" and got.refusal() == "inactive"
+
+    assert gallery.set_active("alice", True).active
+    gallery.set_validity("alice", "2030-01-01T00:00:00+00:00", None)
+    got = gallery.matcher().match(e)
+    assert got.refusal() == "outside validity window"
+    assert got.refusal("2030-01-01T00:00:00+00:00") is None
+    assert [e.kind for e in gallery.events()][-3:] == ["disable", "enable", "validity"]
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "x" * 65, "bob\n", "tab\there", "\u202eevil", "zero\u200bwidth", " bob", 7, None]
+)
+def test_bad_names_are_refused(gallery: Gallery, rng: np.random.Generator, bad: Any) -> None:
+    with pytest.raises(GalleryError):
+        gallery.enroll(bad, [(unit(rng), 0.9, None)])
+    with pytest.raises(GalleryError):
+        gallery.add_person(bad)
+    assert gallery.people() == []
+
+
+def test_names_may_be_any_script(gallery: Gallery, rng: np.random.Generator) -> None:
+    for name in ("Zoë", "Łukasz", "李小龍", "O'Brien-Smith", "x" * 64):
+        gallery.enroll(name, [(unit(rng), 0.9, None)])
+    assert len(gallery.people()) == 5
+
+
+# ------------------------------------------------------------------ atomicity
+
+
+def test_failed_enroll_leaves_the_file_byte_for_byte_unchanged(
+    db_path: Path, rng: np.random.Generator
+) -> None:
+    with Gallery(db_path) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))])
+    before = digest(db_path)
+    with Gallery(db_path) as g:
+        # A new person whose second template has the wrong shape.
+        with pytest.raises(GalleryError, match=r"'bob': template 2: .*shape"):
+            g.enroll("bob", [(unit(rng), 0.9, sha(2)), (np.ones(DIM - 1), 0.9, sha(3))])
+        # An existing person: the first template would be new, the second is NaN.
+        with pytest.raises(GalleryError, match="'alice': template 2"):
+            g.enroll("alice", [(unit(rng), 0.9, sha(4)), (np.full(DIM, np.nan), 0.9, sha(5))])
+        assert [p.name for p in g.people()] == ["alice"]
+    assert digest(db_path) == before
+
+
+def test_an_sqlite_error_mid_enroll_rolls_everything_back(
+    db_path: Path, rng: np.random.Generator
+) -> None:
+    with Gallery(db_path) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))])
+    # Make SQLite itself fail on the second template of the next enrollment.
+    conn = sqlite3.connect(db_path)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON templates WHEN NEW.source_sha256 = ?"
+        " BEGIN SELECT RAISE(ABORT, 'injected failure'); END".replace("?", f"'{sha('boom')}'")
+    )
+    conn.commit()
+    conn.close()
+    before = digest(db_path)
+    with Gallery(db_path) as g:
+        with pytest.raises(GalleryError, match=r"enroll failed .*injected failure"):
+            g.enroll("bob", [(unit(rng), 0.9, sha(2)), (unit(rng), 0.9, sha("boom"))])
+        assert [p.name for p in g.people()] == ["alice"]
+        assert g.generation() == 1
+    assert digest(db_path) == before
+
+
+# ------------------------------------------------------------------ export / import
+
+
+def _populate(g: Gallery, rng: np.random.Generator) -> None:
+    g.enroll("alice", [(unit(rng), 0.9, sha(1)), (unit(rng), None, None)], "Alice")
+    g.add_person(
+        "bob",
+        notes="contractor",
+        valid_from="2025-01-01T00:00Z",
+        valid_until="2025-12-31T18:00+02:00",
+    )
+    g.enroll("bob", [(unit(rng), 0.5, sha(2))])
+    g.enroll("carol", [(unit(rng), 0.7, sha(3))])
+    g.set_active("carol", False)
+
+
+def _snapshot(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    people = raw(
+        path,
+        "SELECT name, display_name, active, valid_from, valid_until, notes, created"
+        " FROM people ORDER BY name",
+    )
+    templates = raw(
+        path,
+        "SELECT p.name, t.embedding, t.quality, t.source_sha256, t.created"
+        " FROM templates t JOIN people p ON p.id = t.person_id ORDER BY p.name, t.id",
+    )
+    return people, templates
+
+
+def test_export_import_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
+    src, dst, bundle = tmp_path / "src.db", tmp_path / "dst.db", tmp_path / "out" / "b.json"
+    with Gallery(src) as g:
+        _populate(g, rng)
+        assert g.export(bundle) == 3
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    with Gallery(dst) as g:
+        r = g.import_(bundle)
+        assert (r.people_added, r.templates_added, r.skipped_duplicates) == (3, 4, 0)
+        again = g.import_(bundle)  # idempotent, even for the template without a sha
+        assert (again.people_added, again.templates_added, again.skipped_duplicates) == (0, 0, 4)
+    assert _snapshot(dst) == _snapshot(src)
+
+
+def test_import_merges_and_local_decisions_win(tmp_path: Path, rng: np.random.Generator) -> None:
+    src, dst, bundle = tmp_path / "src.db", tmp_path / "dst.db", tmp_path / "b.json"
+    with Gallery(src) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1)), (unit(rng), 0.9, sha(2))], "Alice")
+        g.export(bundle)
+    with Gallery(dst) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))], "Ally")
+        g.set_active("alice", False)
+        g.enroll("zed", [(unit(rng), 0.9, sha(9))])
+        r = g.import_(bundle)
+        assert (r.people_added, r.templates_added, r.skipped_duplicates) == (0, 1, 1)
+        alice = g.person("alice")
+        assert (alice.active, alice.display_name, alice.templates) == (False, "Ally", 2)
+        assert g.person("zed").templates == 1  # nothing is deleted
+
+
+def _bundle(rng: np.random.Generator) -> dict[str, Any]:
+    emb = base64.b64encode(unit(rng).astype("<f4").tobytes()).decode()
+    person = {"name": "ann", "active": True, "templates": [{"embedding": emb, "quality": 0.9}]}
+    return {"format": "edge-gallery", "version": 1, "people": [person, dict(person, name="ben")]}
+
+
+def _nan_embedding(b: dict[str, Any]) -> None:
+    nan = np.full(DIM, np.nan, dtype="<f4").tobytes()
+    b["people"][1]["templates"][0]["embedding"] = base64.b64encode(nan).decode()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda b: b.update(format="zip"), "format"),
+        (lambda b: b.update(version=2), "version"),
+        (lambda b: b.update(people={}), "people"),
+        (lambda b: b["people"][1].update(name="ann"), r"people\[1\]: 'ann' appears twice"),
+        (lambda b: b["people"][1].update(name="bad\x07"), r"people\[1\]"),
+        (lambda b: b["people"][1].update(active="yes"), "active"),
+        (lambda b: b["people"][1].update(valid_from="soon"), "valid_from"),
+        (lambda b: b["people"][1]["templates"][0].update(embedding="!!"), "base64"),
+        (lambda b: b["people"][1]["templates"][0].update(embedding="AAAA"), "bytes"),
+        (_nan_embedding, "unit vector"),
+        (lambda b: b["people"][1]["templates"][0].update(source_sha256="abc"), "source_sha256"),
+        (lambda b: b["people"][1]["templates"][0].update(quality="high"), "quality"),
+    ],
+)
+def test_bad_bundle_is_refused_and_the_file_unchanged(
+    db_path: Path, tmp_path: Path, rng: np.random.Generator, spoil: Any, message: str
+) -> None:
+    with Gallery(db_path) as g:
+        g.enroll("zed", [(unit(rng), 0.9, sha(9))])
+    before = digest(db_path)
+    b = _bundle(rng)
+    spoil(b)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(b))
+    with Gallery(db_path) as g, pytest.raises(GalleryError, match=f"bad bundle: .*{message}"):
+        g.import_(path)
+    assert digest(db_path) == before
+
+
+def test_non_json_bundle(gallery: Gallery, tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_bytes(b"\x89PNG not json")
+    with pytest.raises(GalleryError, match="bad bundle: not JSON"):
+        gallery.import_(path)
+    with pytest.raises(GalleryError, match="bundle not found"):
+        gallery.import_(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------ schema and files
+
+V1_SCHEMA = """
+CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, display_name TEXT,
+    active INTEGER NOT NULL DEFAULT 1, created TEXT NOT NULL);
+CREATE TABLE templates (id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL, quality REAL, source_sha256 TEXT, created TEXT NOT NULL,
+    UNIQUE (person_id, source_sha256));
+CREATE TABLE events (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, kind TEXT NOT NULL, name TEXT,
+    similarity REAL, liveness REAL, decision TEXT, reason TEXT);
+CREATE INDEX events_ts ON events(ts);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_gallery_is_migrated_and_keeps_its_data(
+    db_path: Path, rng: np.random.Generator
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    e = unit(rng).astype("<f4")
+    conn = sqlite3.connect(db_path)
+    conn.executescript(V1_SCHEMA)
+    conn.execute("INSERT INTO people VALUES (7, 'old', 'Old Timer', 0, '2024-01-01T00:00:00Z')")
+    conn.execute(
+        "INSERT INTO templates VALUES (1, 7, ?, 0.8, ?, '2024-01-01T00:00:00Z')",
+        (e.tobytes(), sha(1)),
+    )
+    conn.execute(
+        "INSERT INTO events (ts, kind, name, decision) VALUES ('2024-01-02T00:00:00Z', 'access',"
+        " 'old', 'granted')"
+    )
+    conn.commit()
+    conn.close()
+
+    with Gallery(db_path) as g:
+        old = g.person("old")
+        assert (old.id, old.display_name, old.active, old.templates) == (7, "Old Timer", False, 1)
+        assert (old.valid_from, old.valid_until, old.notes) == (None, None, None)
+        assert np.array_equal(g.templates().embeddings[0], e)
+        assert [(x.kind, x.name, x.decision, x.actor) for x in g.events()] == [
+            ("access", "old", "granted", None)
+        ]
+        assert g.generation() == 0
+        g.set_validity("old", "2024-06-01T00:00Z", None)  # the new columns work
+        g.log_event("door", detail={"state": "open"}, mono=12.5)
+        assert g.generation() == 1
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    Gallery(db_path).close()
+    raw(db_path, "PRAGMA user_version = 99")
+    with pytest.raises(GalleryError, match="schema v99 is newer"):
+        Gallery(db_path)
+
+
+def test_someone_elses_sqlite_file_is_refused(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    raw(db_path, "CREATE TABLE songs (title TEXT)")
+    before = hashlib.sha256(db_path.read_bytes()).hexdigest()
+    with pytest.raises(GalleryError, match="not an edge gallery"):
+        Gallery(db_path)
+    assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gallery.db"
+    path.write_bytes(b"this is a photo, not a database\n" * 64)
+    before = path.read_bytes()
+    with pytest.raises(GalleryError, match=r"gallery\.db: not a usable SQLite database"):
+        Gallery(path)
+    assert path.read_bytes() == before
+
+
+def test_a_corrupt_gallery_does_not_pass_as_ok(db_path: Path, rng: np.random.Generator) -> None:
+    with Gallery(db_path) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(i)) for i in range(200)])
+    data = bytearray(db_path.read_bytes())
+    page = 4096
+    data[3 * page : 5 * page] = b"\xff" * (2 * page)  # wreck two pages in the middle
+    db_path.write_bytes(bytes(data))
+    try:
+        g = Gallery(db_path)
+    except GalleryError:
+        return  # refused at open: fine
+    with g:
+        assert g.integrity_check() != "ok"
+        for read in (g.people, g.templates, g.events, g.matcher):
+            with contextlib.suppress(GalleryError):  # never a bare sqlite3 error
+                read()
+
+
+def test_changed_sees_other_connections_and_own_writes(
+    db_path: Path, rng: np.random.Generator
+) -> None:
+    with Gallery(db_path) as daemon, Gallery(db_path, actor="admin") as admin:
+        m = daemon.matcher()
+        assert len(m) == 0 and not daemon.changed(m.generation)
+        daemon.log_event("access", decision="denied", reason="unknown")
+        assert not daemon.changed(m.generation)  # events do not touch the gallery
+        admin.enroll("alice", [(unit(rng), 0.9, sha(1))])
+        assert daemon.changed(m.generation)
+        m = daemon.matcher()
+        assert len(m) == 1 and not daemon.changed(m.generation)
+        daemon.set_active("alice", False)
+        assert daemon.changed(m.generation)
+
+
+def test_matcher_from_the_gallery_recognises_enrolled_people(
+    gallery: Gallery, rng: np.random.Generator
+) -> None:
+    faces = {name: [unit(rng) for _ in range(3)] for name in ("ann", "ben", "cat", "dan")}
+    for name, embs in faces.items():
+        gallery.enroll(name, [(e, 0.9, sha(f"{name}{i}")) for i, e in enumerate(embs)])
+    m = gallery.matcher()
+    for name, embs in faces.items():
+        got = m.match(embs[1] + 0.1 * unit(rng))
+        assert got.accepted and got.name == name and got.refusal() is None
+    stranger = m.match(unit(rng))
+    assert not stranger.accepted and stranger.name is None
+    empty = Gallery(gallery.path.with_name("empty.db"))
+    with empty:
+        got = empty.matcher().match(unit(rng))
+        assert (got.accepted, got.similarity) == (False, NO_ONE)
+
+
+def test_events_since_kind_and_limit(gallery: Gallery) -> None:
+    for i in range(6):
+        gallery.log_event(
+            "access" if i % 2 == 0 else "door",
+            ts=f"2025-03-0{i + 1}T12:00:00+00:00",
+            name=f"n{i}",
+            similarity=0.5,
+            decision="granted" if i % 2 == 0 else None,
+        )
+
+    def names(events: list[Event]) -> list[str | None]:
+        return [e.name for e in events]
+
+    assert names(gallery.events(since="2025-03-04T00:00Z")) == ["n3", "n4", "n5"]
+    # A since with another zone is compared as the same instant.
+    assert names(gallery.events(since="2025-03-04T13:00:00+01:00")) == ["n3", "n4", "n5"]
+    assert names(gallery.events(kind="access")) == ["n0", "n2", "n4"]
+    assert names(gallery.events(limit=2)) == ["n4", "n5"]
+    assert names(gallery.events(since="2025-03-02T00:00Z", kind="door", limit=1)) == ["n5"]
+    with pytest.raises(GalleryError):
+        gallery.log_event("Not A Kind")
+    with pytest.raises(GalleryError):
+        gallery.log_event("access", decision="maybe")
+
+
+def test_backup_is_a_sound_private_copy(
+    db_path: Path, tmp_path: Path, gallery: Gallery, rng: np.random.Generator
+) -> None:
+    _populate(gallery, rng)
+    target = tmp_path / "backups" / "gallery-backup.db"
+    gallery.backup(target)
+    gallery.backup(target)  # replacing an older backup is fine
+    assert sorted(p.name for p in target.parent.iterdir()) == ["gallery-backup.db"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert raw(target, "PRAGMA integrity_check") == [("ok",)]
+    assert _snapshot(target) == _snapshot(db_path)
+    with Gallery(target) as copy:
+        assert copy.integrity_check() == "ok"
+    with pytest.raises(GalleryError, match="onto itself"):
+        gallery.backup(db_path)
