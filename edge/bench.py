@@ -1,0 +1,120 @@
+"""``edge bench``: the speed and memory figures the targets are judged by.
+
+Per-face latency is measured on real photos scaled into 640x480 camera
+frames, through the camera path (short-range detector on the whole frame);
+1:N matching on random unit-vector galleries. Medians, not means, so one
+scheduler hiccup does not move the figure.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .align import align
+from .config import Config
+from .engine import Engine
+from .errors import EdgeError
+from .image import read_image
+from .match import Matcher, PersonInfo
+
+GALLERY_SIZES = (1000, 10000, 100000)
+TEMPLATES_PER_PERSON = 5
+
+
+def default_photos() -> Path | None:
+    """The shared test photos beside the project, when present."""
+    from .models import PROJECT_ROOT
+
+    p = PROJECT_ROOT.parent / "shared" / "faces" / "people"
+    return p if p.is_dir() else None
+
+
+def camera_frame(bgr: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """A photo fitted into a width x height frame (letterboxed), like a camera would give."""
+    h, w = bgr.shape[:2]
+    s = min(width / w, height / h)
+    resized = cv2.resize(
+        bgr, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
+    )
+    out = np.zeros((height, width, 3), np.uint8)
+    y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    out[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
+    return out
+
+
+def _ms(f: Any, *args: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    r = f(*args)
+    return (time.perf_counter() - t) * 1000.0, r
+
+
+def per_face(engine: Engine, frames: list[np.ndarray], repeat: int) -> dict[str, float]:
+    """Median ms of detect, align, embed and their sum, over frames holding one face."""
+    times: dict[str, list[float]] = {"detect": [], "align": [], "embed": [], "total": []}
+    for bgr in frames:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            dets = engine.detect(rgb)
+            d_ms = (time.perf_counter() - t0) * 1000.0  # colour conversion included
+            if not dets:
+                break
+            a_ms, crop = _ms(align, rgb, dets[0].keypoints)
+            e_ms, _ = _ms(engine.embedder.embed, crop)
+            for k, v in (
+                ("detect", d_ms),
+                ("align", a_ms),
+                ("embed", e_ms),
+                ("total", d_ms + a_ms + e_ms),
+            ):
+                times[k].append(v)
+    if not times["total"]:
+        raise EdgeError("bench: no face found in any photo")
+    return {k: round(statistics.median(v), 3) for k, v in times.items()}
+
+
+def match_ms(
+    sizes: tuple[int, ...] = GALLERY_SIZES, queries: int = 50, seed: int = 0
+) -> dict[str, float]:
+    """Median ms of one 1:N match against random galleries of each size."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for n in sizes:
+        emb = rng.standard_normal((n, 128), dtype=np.float32)
+        ids = np.arange(n) // TEMPLATES_PER_PERSON
+        people = [PersonInfo(int(i), f"p{i}") for i in np.unique(ids)]
+        matcher = Matcher(emb, ids, people, threshold=0.36, margin=0.05)
+        q = rng.standard_normal((queries, 128), dtype=np.float32)
+        matcher.match(q[0])  # warm up
+        ts = [_ms(matcher.match, v)[0] for v in q]
+        out[str(n)] = round(statistics.median(ts), 3)
+        del matcher, emb
+    return out
+
+
+def run_bench(cfg: Config, photos: Path | None = None, repeat: int = 30) -> dict[str, Any]:
+    """The figures ``edge bench --json`` prints."""
+    folder = photos or default_photos()
+    if folder is None:
+        raise EdgeError("bench: no photos (put face photos in a folder and pass it)")
+    frames = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            frames.append(camera_frame(read_image(p).bgr, cfg.camera.width, cfg.camera.height))
+    engine = Engine(cfg)
+    result = {
+        "per_face_ms": per_face(engine, frames, repeat),
+        "match_ms": match_ms(),
+        "photos": len(frames),
+        "threads": cfg.models.threads,
+    }
+    # ru_maxrss is in KiB on Linux.
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result

