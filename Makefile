@@ -48,8 +48,22 @@ system-deps:
 	  fi; \
 	fi
 
+# The liveness model is built from its PyTorch checkpoint by our converter,
+# which needs PyTorch: its own venv, made only when that file must be built.
+CONVERT_VENV := .venv-convert
+CONVERT_STAMP := $(CONVERT_VENV)/.installed
+
+$(CONVERT_STAMP): scripts/convert-requirements.txt
+	$(PYTHON) -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONVERT_VENV)/bin/pip install --quiet -r scripts/convert-requirements.txt
+	@touch $@
+
 models: $(STAMP)
-	$(EDGE) models fetch
+	@$(EDGE) models fetch --skip-build || { \
+	  echo "building the liveness model with scripts/convert_minifasnet.py (once)"; \
+	  $(MAKE) --no-print-directory $(CONVERT_STAMP) && \
+	  EDGE_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(EDGE) models fetch; }
 
 run: $(STAMP) system-deps models
 	$(EDGE) run
@@ -64,4 +78,4 @@ bench: $(STAMP) models
 	$(EDGE) bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CONVERT_VENV) .pytest_cache .ruff_cache

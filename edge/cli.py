@@ -347,6 +347,99 @@ def import_(ctx: Ctx, file: str) -> None:
 # --------------------------------------------------------------- operations
 
 
+@main.command()
+@click.option(
+    "--source", help="Camera source (overrides camera.source): device, URL, file, folder."
+)
+@click.option(
+    "--liveness",
+    type=click.Choice(["off", "passive", "active", "both"]),
+    help="Liveness mode (overrides liveness.mode).",
+)
+@click.option("--exit-at-end", is_flag=True, help="Stop when a file or folder source ends.")
+@click.option(
+    "--realtime/--no-realtime",
+    default=None,
+    help="Pace a file or folder at its frame rate (default: as fast as possible).",
+)
+@click.option("--validate-config", is_flag=True, help="Only check the config and exit.")
+@common
+def run(
+    ctx: Ctx,
+    source: str | None,
+    liveness: str | None,
+    exit_at_end: bool,
+    realtime: bool | None,
+    validate_config: bool,
+) -> None:
+    """Run the door: camera, recognition, liveness, relay, greeting."""
+    cfg = ctx.cfg  # validated before anything is touched
+    if liveness:
+        cfg = cfg.model_copy(
+            update={"liveness": cfg.liveness.model_copy(update={"mode": liveness})}
+        )
+    if validate_config:
+        click.echo("config ok")
+        return
+    from pathlib import Path as _P
+
+    from .daemon import Daemon, configure_logging
+
+    configure_logging(cfg.daemon.log_level)
+    daemon = Daemon(
+        cfg,
+        ctx.db(),
+        config_path=_P(ctx.config_path) if ctx.config_path else None,
+        source_spec=source,
+        realtime=realtime,
+        exit_at_end=exit_at_end,
+    )
+    try:
+        daemon.start()
+        code = daemon.run()
+    finally:
+        daemon.close()
+    sys.exit(code)
+
+
+@main.command()
+@common
+def status(ctx: Ctx) -> None:
+    """Show the running daemon's uptime, frames per second and last decision."""
+    import time
+
+    path = ctx.cfg.path(ctx.cfg.daemon.status_file)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        fail(f"{path}: no status (is the daemon running?)")
+    age = time.time() - float(data.get("updated", 0))
+    data["age_s"] = round(age, 1)
+    running = age < 10 and not data.get("stopped")
+    data["running"] = running
+    state = "running" if running else (
+        "stopped" if data.get("stopped") else f"not updating for {age:.0f} s")
+    last = data.get("last_decision")
+    last_text = (
+        f"{last['decision']} {last['name'] or 'unknown'} ({last['reason']})" if last else "none yet"
+    )
+    ctx.emit(
+        data,
+        "\n".join(
+            [
+                f"daemon: {state} (pid {data.get('pid')})",
+                f"uptime: {data.get('uptime_s')} s, {data.get('frames')} frames, "
+                f"{data.get('fps')} fps",
+                f"camera: {data.get('camera')}, liveness: {data.get('liveness')}, "
+                f"people: {data.get('people')}",
+                f"last decision: {last_text}",
+            ]
+        ),
+    )
+    if not running:
+        sys.exit(1)
+
+
 @main.group()
 def models() -> None:
     """Fetch and check the model files."""
@@ -354,13 +447,17 @@ def models() -> None:
 
 @models.command("fetch")
 @click.option("--force", is_flag=True, help="Fetch again even files that check out.")
+@click.option("--skip-build", is_flag=True, help="Do not run converter scripts.")
 @common
-def models_fetch(ctx: Ctx, force: bool) -> None:
+def models_fetch(ctx: Ctx, force: bool, skip_build: bool) -> None:
     """Install the manifest's model files (mirror, wheel, URL, or build)."""
     from . import models as m
 
     statuses = m.fetch(
-        ctx.cfg.path(ctx.cfg.models.dir), log=lambda s: click.echo(s, err=True), force=force
+        ctx.cfg.path(ctx.cfg.models.dir),
+        log=lambda s: click.echo(s, err=True),
+        force=force,
+        build=not skip_build,
     )
     ctx.emit(
         [{"file": s.model.file, "ok": s.ok, "reason": s.reason} for s in statuses],

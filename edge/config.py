@@ -87,12 +87,14 @@ class LivenessConfig(_Section):
     mode: Literal["off", "passive", "active", "both"] = "passive"
     passive_threshold: float = Field(0.8, gt=0.0, lt=1.0)
     passive_frames: int = Field(3, ge=1, le=30)
-    blink_ear_threshold: float = Field(0.21, gt=0.0, lt=1.0)
+    blink_ear_threshold: float = Field(0.16, gt=0.0, lt=1.0)
     blink_window_seconds: float = Field(4.0, gt=0.0, le=60.0)
 
 
 class DecisionConfig(_Section):
     agree_matches: int = Field(3, ge=1, le=30)
+    #: Faces turned further than this (see edge.align.yaw) are tracked but not recognised.
+    max_yaw: float = Field(0.5, gt=0.0, le=2.0)
     window_frames: int = Field(10, ge=1, le=300)
     cooldown_seconds: float = Field(10.0, ge=0.0)
     unknown_log_seconds: float = Field(10.0, ge=0.0)

@@ -103,7 +103,10 @@ class Engine:
 
     def faces(self, bgr: np.ndarray, still: bool = False) -> list[Face]:
         """Every face in a BGR frame, largest first, embedded where big enough."""
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return self.faces_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), still)
+
+    def faces_rgb(self, rgb: np.ndarray, still: bool = False) -> list[Face]:
+        """:meth:`faces` for a frame already in RGB."""
         dets = sorted(self.detect(rgb, still), key=lambda d: -d.eye_distance)
         return [self.describe(rgb, d, self.cfg.align.min_eye_distance) for d in dets]
 

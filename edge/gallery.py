@@ -664,24 +664,19 @@ class Gallery:
         ``kind`` is a short lowercase word (access, door, alarm, storage, ...);
         ``decision`` is "granted", "denied" or None; ``detail`` is stored as JSON.
         """
-        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
-            raise GalleryError(f"event kind {kind!r}: expected a short lowercase word")
-        if decision not in (None, "granted", "denied"):
-            raise GalleryError(f"event decision {decision!r}: expected granted, denied or None")
-        row = {
-            "ts": _iso(ts, "ts") if ts is not None else now_iso(),
-            "mono": mono,
-            "kind": kind,
-            "name": name,
-            "similarity": similarity,
-            "liveness": liveness,
-            "decision": decision,
-            "reason": reason,
-            "actor": actor,
-            "detail": _json(detail),
-        }
+        row = _event_row(kind, name=name, similarity=similarity, liveness=liveness,
+                         decision=decision, reason=reason, actor=actor, detail=detail,
+                         mono=mono, ts=ts)
         with self._write(f"log {kind} event", content=False):
             return self._insert("events", row)
+
+    def log_events(self, events: Sequence[dict[str, Any]]) -> int:
+        """Append many events (keyword dicts as for :meth:`log_event`) in one transaction."""
+        rows = [_event_row(**e) for e in events]
+        with self._write("log events", content=False):
+            for row in rows:
+                self._insert("events", row)
+        return len(rows)
 
     def events(
         self,
@@ -873,6 +868,38 @@ def _json(value: dict[str, Any] | None) -> str | None:
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise GalleryError(f"event detail is not JSON-serialisable ({e})") from None
+
+
+def _event_row(
+    kind: str,
+    *,
+    name: str | None = None,
+    similarity: float | None = None,
+    liveness: float | None = None,
+    decision: str | None = None,
+    reason: str | None = None,
+    actor: str | None = None,
+    detail: dict[str, Any] | None = None,
+    mono: float | None = None,
+    ts: str | datetime | None = None,
+) -> dict[str, Any]:
+    """A checked ``events`` row; GalleryError for a bad kind or decision."""
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise GalleryError(f"event kind {kind!r}: expected a short lowercase word")
+    if decision not in (None, "granted", "denied"):
+        raise GalleryError(f"event decision {decision!r}: expected granted, denied or None")
+    return {
+        "ts": _iso(ts, "ts") if ts is not None else now_iso(),
+        "mono": mono,
+        "kind": kind,
+        "name": name,
+        "similarity": similarity,
+        "liveness": liveness,
+        "decision": decision,
+        "reason": reason,
+        "actor": actor,
+        "detail": _json(detail),
+    }
 
 
 def _write_private(path: Path, data: bytes) -> None:

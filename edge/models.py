@@ -111,10 +111,10 @@ def _problem(path: Path, m: ModelFile) -> str:
     return ""
 
 
-def check(models_dir: Path) -> list[Status]:
-    """Check every manifest file in ``models_dir``."""
+def check(models_dir: Path, manifest_path: Path = MANIFEST) -> list[Status]:
+    """Check every file of the manifest at ``manifest_path`` in ``models_dir``."""
     out = []
-    for m in manifest():
+    for m in manifest(manifest_path):
         path = models_dir / m.file
         why = _problem(path, m)
         out.append(Status(m, path, not why, why or "ok"))
@@ -210,22 +210,32 @@ def _describe_source(src: dict[str, Any]) -> str:
     return "mirror"
 
 
-def fetch(models_dir: Path, log: Log = print, force: bool = False) -> list[Status]:
+def fetch(
+    models_dir: Path,
+    log: Log = print,
+    force: bool = False,
+    build: bool = True,
+    manifest_path: Path = MANIFEST,
+) -> list[Status]:
     """Install every manifest file into ``models_dir``; files already good are kept.
 
     Each candidate is written to a temporary file and moved into place only
     once its size and sha256 match, so a failed or wrong download never
     replaces a good file. Raises :class:`ModelError` naming the first file no
-    source could provide.
+    source could provide. ``build=False`` skips the build sources (they need the
+    converter's own venv, which ``make models`` makes only when needed).
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     cache = models_dir / ".cache"
-    for m in manifest():
+    for m in manifest(manifest_path):
         path = models_dir / m.file
         if not force and not _problem(path, m):
             continue
         tried = []
         for src in ({"mirror": True}, *m.sources):
+            if "build" in src and not build:
+                tried.append(f"build {src['build']}: skipped")
+                continue
             label = _describe_source(src)
             fd, tmp_name = tempfile.mkstemp(dir=models_dir, prefix=f".{m.file}.")
             os.close(fd)
@@ -263,4 +273,4 @@ def fetch(models_dir: Path, log: Log = print, force: bool = False) -> list[Statu
                 tmp.unlink(missing_ok=True)
         else:
             raise ModelError(f"{m.file}: no source gave the right file ({'; '.join(tried)})")
-    return check(models_dir)
+    return check(models_dir, manifest_path)

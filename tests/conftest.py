@@ -25,6 +25,12 @@ def all_people_photos() -> list[tuple[str, Path]]:
     return [(d.name, p) for d in sorted(PEOPLE.iterdir()) for p in sorted(d.iterdir())]
 
 
+@pytest.fixture(autouse=True)
+def _no_default_gallery(tmp_path_factory, monkeypatch):
+    """No test may touch the project's own data/ folder: default the gallery to a tmp file."""
+    monkeypatch.setenv("EDGE_DB", str(tmp_path_factory.mktemp("default") / "gallery.db"))
+
+
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
     assert PEOPLE.is_dir(), f"the shared test photos are missing: {FACES}"
@@ -50,6 +56,7 @@ def site(tmp_path: Path) -> Path:
     text = (ROOT / "config.yaml").read_text()
     text = text.replace("  dir: models ", f"  dir: {MODELS} ")
     text = text.replace("  db: data/gallery.db", f"  db: {tmp_path / 'gallery.db'}")
+    text = text.replace("  status_file: data/status.json", f"  status_file: {tmp_path / 'status.json'}")
     (tmp_path / "config.yaml").write_text(text)
     return tmp_path
 

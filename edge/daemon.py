@@ -1,0 +1,395 @@
+"""The door daemon: camera → detect → track → recognise → liveness → decide → door, voice, events.
+
+One process, one frame loop, a few worker threads (camera grabber, event
+writer, speech, door timer). Start-up is a list of named steps; SIGTERM and
+SIGINT stop the loop, SIGHUP reloads config and gallery without touching the
+camera. The relay is locked on every way out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import signal
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import notify
+from .camera import Frame, FrameGrabber, Source, open_source
+from .config import Config, load_config
+from .decision import Decider, Decision, Tracker, Vote
+from .engine import Engine
+from .errors import ConfigError, EdgeError
+from .events import EventWriter
+from .gallery import Gallery
+
+log = logging.getLogger("edge.daemon")
+
+#: How often the loop asks the gallery whether people changed, and rewrites status.
+POLL_SECONDS = 1.0
+
+
+class Daemon:
+    """The running door. Build it, :meth:`start` it, :meth:`run` it, :meth:`close` it.
+
+    ``source``, ``door`` and ``voice`` may be handed in (tests give a folder
+    source, a MockFactory door and a WAV-rendering voice); otherwise they are
+    made from the config.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        db_path: Path,
+        *,
+        config_path: Path | None = None,
+        source: Source | None = None,
+        source_spec: str | None = None,
+        door: Any = None,
+        voice: Any = None,
+        realtime: bool | None = None,
+        exit_at_end: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.db_path = db_path
+        self.config_path = config_path
+        self.exit_at_end = exit_at_end
+        self._source = source
+        self._source_spec = source_spec
+        self._realtime = realtime
+        self.door = door
+        self.voice = voice
+        self.stop = threading.Event()
+        self._reload = threading.Event()
+        self.grabber: FrameGrabber | None = None
+        self.events: EventWriter | None = None
+        self.gallery: Gallery | None = None
+        self.passive: Any = None
+        self.mesh: Any = None
+        self.decisions: list[Decision] = []
+        self.frame_ms: deque[float] = deque(maxlen=1000)
+        self.frames = 0
+        self.started = time.monotonic()
+        self._last_poll = 0.0
+        self._last_watchdog = 0.0
+        self._fps_window: deque[float] = deque(maxlen=60)
+        self._watchdog = notify.watchdog_interval()
+
+    # -- start-up --------------------------------------------------------------
+
+    def start(self) -> Daemon:
+        """Bring everything up in order; any failure leaves the door locked."""
+        steps = [
+            ("models", self._start_models),
+            ("gallery", self._start_gallery),
+            ("events", self._start_events),
+            ("door", self._start_door),
+            ("voice", self._start_voice),
+            ("camera", self._start_camera),
+        ]
+        for name, step in steps:
+            log.debug("starting %s", name)
+            step()
+        notify.ready(f"watching {self.grabber.source.name if self.grabber else '?'}")
+        log.info(
+            "ready: liveness %s, %d people, camera %s",
+            self.cfg.liveness.mode,
+            self.matcher.person_count,
+            self.grabber.source.name if self.grabber else "?",
+        )
+        return self
+
+    def _start_models(self) -> None:
+        from . import models
+        from .liveness import FaceMesh, PassiveLiveness
+        from .runtime import load_interpreter
+
+        self.engine = Engine(self.cfg)
+        d, threads = self.cfg.path(self.cfg.models.dir), self.cfg.models.threads
+        mode = self.cfg.liveness.mode
+        if mode in ("passive", "both") and self.passive is None:
+            self.passive = PassiveLiveness(load_interpreter(models.require(d, "liveness"), threads))
+        if mode in ("active", "both") and self.mesh is None:
+            self.mesh = FaceMesh(load_interpreter(models.require(d, "facemesh"), threads))
+        self.tracker = Tracker(self.cfg.decision.window_frames, self.cfg.liveness)
+        self.decider = Decider(self.cfg.decision, self.cfg.liveness)
+
+    def _start_gallery(self) -> None:
+        self.gallery = Gallery(self.db_path)
+        self.matcher = self.gallery.matcher(self.cfg.match)
+
+    def _start_events(self) -> None:
+        self.events = EventWriter(self.db_path)
+
+    def _start_door(self) -> None:
+        if self.door is None:
+            from .door import Door
+
+            self.door = Door.from_config(
+                self.cfg.door,
+                on_switch=lambda state: self._event("door", reason=state),
+                on_held_open=lambda s: self._event("alarm", reason=f"door held open {s:.0f} s"),
+                on_exit=lambda: self._event("door", reason="request to exit"),
+            )
+        from .door import install_fail_secure
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+            install_fail_secure()
+
+    def _start_voice(self) -> None:
+        if self.voice is None and self.cfg.voice.enabled:
+            from .voice import Voice
+
+            self.voice = Voice(self.cfg.voice)
+
+    def _start_camera(self) -> None:
+        source = self._source or open_source(
+            self._source_spec or self.cfg.camera.source, self.cfg.camera
+        )
+        realtime = self._realtime if self._realtime is not None else not source.finite
+        self.grabber = FrameGrabber(
+            source, realtime=realtime, reopen_max_seconds=self.cfg.camera.reopen_max_seconds
+        ).start()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("stopping on %s", signal.Signals(signum).name)
+        self.stop.set()
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Process frames until stopped (or, with ``exit_at_end``, the source ends)."""
+        assert self.grabber is not None
+        while not self.stop.is_set():
+            frame = self.grabber.get(timeout=0.5)
+            now = time.monotonic()
+            if frame is None:
+                if self.grabber.ended:
+                    if self.exit_at_end:
+                        break
+                    self._feed_watchdog(now)  # an ended replay is idle, not stuck
+                self._housekeeping(now)
+                continue
+            t0 = time.perf_counter()
+            self.process(frame)
+            self.frame_ms.append((time.perf_counter() - t0) * 1000.0)
+            self.frames += 1
+            self._fps_window.append(now)
+            self._feed_watchdog(now)
+            self._housekeeping(now)
+        return 0
+
+    def process(self, frame: Frame) -> list[Decision]:
+        """Everything one frame does; returns the decisions it made."""
+        t = frame.source_ts if frame.source_ts is not None else frame.t_mono
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+        dets = self.engine.detect(rgb)
+        tracks = self.tracker.update([d.box for d in dets], t, frame.index)
+        made = []
+        dc = self.cfg.decision
+        for det, track in zip(dets, tracks, strict=True):
+            if track.decided:
+                continue
+            face = self.engine.describe(rgb, det, self.cfg.align.min_eye_distance)
+            if face.embedding is not None and face.yaw <= dc.max_yaw:
+                m = self.matcher.match(face.embedding)
+                track.votes.append(Vote(frame.index, m.name, m.similarity, m))
+                if m.accepted and self.passive is not None:
+                    track.passive.append(self.passive.score(frame.image, det.box))
+            if track.blink is not None and self.mesh is not None:
+                mesh = self.mesh.run(rgb, det)
+                if mesh.presence >= 0.5:
+                    track.blink.feed(mesh.ear, t)
+            d = self.decider.consider(track, t, frame.index)
+            if d is not None:
+                self.act(d, frame)
+                made.append(d)
+        return made
+
+    def act(self, d: Decision, frame: Frame) -> None:
+        """Open the door, greet, and record one decision."""
+        self.decisions.append(d)
+        if d.decision == "granted":
+            assert self.door is not None
+            self.door.unlock()
+            if self.voice is not None:
+                self.voice.greet(d.display_name or d.name or "")
+        elif d.name is not None and self.voice is not None:
+            self.voice.deny()
+        detail = {
+            "track": d.track,
+            "frame": frame.index,
+            "latency_ms": round(d.latency * 1000.0, 1),
+        }
+        self._event(
+            "access",
+            name=d.name,
+            similarity=_round(d.similarity),
+            liveness=_round(d.liveness),
+            decision=d.decision,
+            reason=d.reason,
+            detail=detail,
+        )
+        log.info(
+            "%s %s sim=%s live=%s: %s",
+            d.decision,
+            d.name or "unknown",
+            _fmt(d.similarity),
+            _fmt(d.liveness),
+            d.reason,
+        )
+        if d.name is None and self.cfg.decision.snapshot_dir is not None:
+            self._snapshot(frame)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.put(kind, **fields)
+
+    def _snapshot(self, frame: Frame) -> None:
+        """Save an unknown face's frame, oldest snapshots removed past the size cap."""
+        folder = self.cfg.path(self.cfg.decision.snapshot_dir)  # type: ignore[arg-type]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"unknown-{int(frame.t_wall * 1000)}.jpg"), frame.image)
+            files = sorted(folder.glob("unknown-*.jpg"))
+            cap = self.cfg.decision.snapshot_max_mb * 1e6
+            total = sum(f.stat().st_size for f in files)
+            while files and total > cap:
+                oldest = files.pop(0)
+                total -= oldest.stat().st_size
+                oldest.unlink()
+        except OSError as e:
+            log.warning("snapshot not saved (%s)", e)
+
+    # -- housekeeping: watchdog, reloads, status ----------------------------------
+
+    def _feed_watchdog(self, now: float) -> None:
+        if self._watchdog and now - self._last_watchdog >= self._watchdog / 3:
+            notify.watchdog()
+            self._last_watchdog = now
+
+    def _housekeeping(self, now: float) -> None:
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+        if now - self._last_poll < POLL_SECONDS:
+            return
+        self._last_poll = now
+        assert self.gallery is not None
+        try:
+            if self.gallery.changed(self.matcher.generation):
+                self.matcher = self.gallery.matcher(self.cfg.match)
+                log.info("gallery changed: %d people", self.matcher.person_count)
+        except EdgeError as e:
+            log.warning("gallery not reloaded (%s)", e)
+        self.write_status()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read config and gallery; the camera keeps running."""
+        notify.reloading()
+        try:
+            cfg = load_config(self.config_path) if self.config_path else self.cfg
+        except ConfigError as e:
+            log.error("reload refused, keeping the old config: %s", e)
+            notify.ready()
+            return
+        if cfg.camera != self.cfg.camera:
+            log.warning("camera settings changed: they take effect on restart")
+        self.cfg = cfg
+        self._start_models()
+        assert self.gallery is not None
+        self.matcher = self.gallery.matcher(cfg.match)
+        if self.voice is not None and hasattr(self.voice, "config"):
+            self.voice.config = cfg.voice
+        log.info("reloaded config and gallery: %d people", self.matcher.person_count)
+        notify.ready()
+
+    def status(self) -> dict[str, Any]:
+        """What ``edge status`` shows."""
+        w = self._fps_window
+        fps = (len(w) - 1) / (w[-1] - w[0]) if len(w) > 1 and w[-1] > w[0] else 0.0
+        last = asdict(self.decisions[-1]) if self.decisions else None
+        return {
+            "pid": os.getpid(),
+            "stopped": self.stop.is_set() or bool(self.grabber and self.grabber.ended),
+            "updated": time.time(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "frames": self.frames,
+            "fps": round(fps, 1),
+            "frame_ms_median": round(statistics.median(self.frame_ms), 2)
+            if self.frame_ms
+            else None,
+            "camera": self.grabber.state if self.grabber else None,
+            "liveness": self.cfg.liveness.mode,
+            "people": self.matcher.person_count,
+            "door_simulated": bool(getattr(self.door, "simulated", False)),
+            "last_decision": last,
+            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+    def write_status(self) -> None:
+        path = self.cfg.path(self.cfg.daemon.status_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(self.status()))
+            os.replace(tmp, path)
+        except OSError as e:
+            log.debug("status not written (%s)", e)
+
+    # -- shutdown --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every part, door first (locked), events last (flushed)."""
+        notify.stopping()
+        self.stop.set()
+        if self.door is not None:
+            self.door.close()
+        if self.grabber is not None:
+            self.grabber.close()
+        if self.voice is not None:
+            self.voice.close()
+        self.write_status()
+        if self.events is not None:
+            self.events.close()
+        if self.gallery is not None:
+            self.gallery.close()
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 4)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def configure_logging(level: str) -> None:
+    """One line per message on stdout (journald adds time and unit)."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def median_ms(values: deque[float]) -> float:
+    return float(np.median(values)) if values else 0.0
