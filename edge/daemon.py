@@ -42,9 +42,10 @@ POLL_SECONDS = 1.0
 class Daemon:
     """The running door. Build it, :meth:`start` it, :meth:`run` it, :meth:`close` it.
 
-    ``source``, ``door`` and ``voice`` may be handed in (tests give a folder
-    source, a MockFactory door and a WAV-rendering voice); otherwise they are
-    made from the config.
+    ``source``, ``voice`` and ``pin_factory`` may be handed in (tests give a
+    folder source, a WAV-rendering voice and gpiozero's MockFactory);
+    otherwise they are made from the config. ``handle_signals`` installs the
+    SIGTERM/SIGINT/SIGHUP handlers and the fail-secure hooks (the CLI does).
     """
 
     def __init__(
@@ -55,8 +56,9 @@ class Daemon:
         config_path: Path | None = None,
         source: Source | None = None,
         source_spec: str | None = None,
-        door: Any = None,
         voice: Any = None,
+        pin_factory: Any = None,
+        handle_signals: bool = True,
         realtime: bool | None = None,
         exit_at_end: bool = False,
     ) -> None:
@@ -67,8 +69,10 @@ class Daemon:
         self._source = source
         self._source_spec = source_spec
         self._realtime = realtime
-        self.door = door
+        self.door: Any = None
         self.voice = voice
+        self._pin_factory = pin_factory
+        self._handle_signals = handle_signals
         self.stop = threading.Event()
         self._reload = threading.Event()
         self.grabber: FrameGrabber | None = None
@@ -132,18 +136,16 @@ class Daemon:
         self.events = EventWriter(self.db_path)
 
     def _start_door(self) -> None:
-        if self.door is None:
-            from .door import Door
+        from .door import Door, install_fail_secure
 
-            self.door = Door.from_config(
-                self.cfg.door,
-                on_switch=lambda state: self._event("door", reason=state),
-                on_held_open=lambda s: self._event("alarm", reason=f"door held open {s:.0f} s"),
-                on_exit=lambda: self._event("door", reason="request to exit"),
-            )
-        from .door import install_fail_secure
-
-        if threading.current_thread() is threading.main_thread():
+        self.door = Door.from_config(
+            self.cfg.door,
+            on_switch=lambda state: self._event("door", reason=state),
+            on_held_open=lambda s: self._event("alarm", reason=f"door held open {s:.0f} s"),
+            on_exit=lambda: self._event("door", reason="request to exit"),
+            pin_factory=self._pin_factory,
+        )
+        if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
@@ -361,6 +363,7 @@ class Daemon:
         if self.grabber is not None:
             self.grabber.close()
         if self.voice is not None:
+            self.voice.flush(2.0)  # let a greeting already queued finish
             self.voice.close()
         self.write_status()
         if self.events is not None:

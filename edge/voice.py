@@ -24,6 +24,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from time import monotonic
@@ -227,6 +228,16 @@ class Voice:
                         log.debug("voice queue full; dropped %r", dropped)
                     except queue.Empty:
                         pass
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` s until every queued line has been spoken; True if so."""
+        deadline = monotonic() + timeout
+        while monotonic() < deadline:
+            w = self._worker
+            if self._queue.empty() and (w is None or w.busy_since is None):
+                return True
+            time.sleep(0.01)
+        return False
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the worker, waiting up to ``timeout`` s for the line being spoken. Idempotent."""

@@ -1,0 +1,97 @@
+"""The daemon as systemd runs it: a real process, a real notify socket, real signals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.gallery import Gallery
+
+from .conftest import FACES
+
+
+def edge_run(site: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(site / "config.yaml"),
+         "--db", str(site / "gallery.db"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock", **(env or {})},
+    )
+
+
+def receive_until(sock: socket.socket, wanted: str, timeout: float = 30.0) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            msg = sock.recv(4096).decode()
+        except TimeoutError:
+            break
+        got.append(msg)
+        if wanted in msg.split("\n"):
+            return got
+    raise AssertionError(f"{wanted!r} never arrived; got {got}")
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    yield sock, path
+    sock.close()
+
+
+def test_ready_watchdog_reload_and_clean_stop(site, tmp_path, notify_socket):
+    sock, path = notify_socket
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(20):
+        shutil.copyfile(FACES / "spoof/image_T1.jpg", frames / f"{i:03d}.jpg")
+    proc = edge_run(site, "--source", str(frames), "--realtime", "--liveness", "off",
+                    env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "300000"})
+    try:
+        receive_until(sock, "READY=1")
+        receive_until(sock, "WATCHDOG=1")
+        proc.send_signal(signal.SIGHUP)
+        receive_until(sock, "RELOADING=1")
+        receive_until(sock, "READY=1")
+        receive_until(sock, "WATCHDOG=1")  # the camera and loop kept going
+        proc.send_signal(signal.SIGTERM)
+        receive_until(sock, "STOPPING=1")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "reloaded config and gallery" in out and "stopping on SIGTERM" in out
+    assert "Traceback" not in out
+    with Gallery(site / "gallery.db") as g:
+        assert [e.reason for e in g.events(kind="door")] in ([], ["unlocked", "locked"])
+
+
+def test_bad_config_stops_before_any_hardware(site):
+    cfg = site / "config.yaml"
+    cfg.write_text(cfg.read_text() + "\ndoor_typo:\n  pin: 4\n")
+    proc = edge_run(site, "--source", str(FACES / "video/short_hamilton_clip.mp4"))
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and "door_typo: unknown key" in lines[0]
+
+
+def test_out_of_range_value_is_one_line(site):
+    cfg = site / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("unlock_seconds: 3", "unlock_seconds: -1"))
+    proc = edge_run(site, "--validate-config")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "door.unlock_seconds" in out and len(out.splitlines()) == 1
