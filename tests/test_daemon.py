@@ -99,7 +99,7 @@ def test_hamilton_clip_grants_lin_manuel_miranda_once(site, tmp_path, engine):
 
 def test_hamilton_clip_with_nobody_enrolled_grants_nothing(site, tmp_path):
     cfg = config(site, liveness={"mode": "off"})
-    daemon, factory, speech = run_daemon(cfg, open_source(str(CLIP), cfg.camera), tmp_path)
+    _, factory, speech = run_daemon(cfg, open_source(str(CLIP), cfg.camera), tmp_path)
     assert not [e for e in access_events(cfg) if e.decision == "granted"]
     assert relay_states(factory, cfg.door.pin) == [False]
     assert speech.spoken == []
