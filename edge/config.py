@@ -121,6 +121,38 @@ class VoiceConfig(_Section):
     min_interval_seconds: float = Field(5.0, ge=0.0)
 
 
+class StorageConfig(_Section):
+    #: Below this much free space on the data disk, snapshots and backups stop
+    #: (access decisions are always written); a `storage` event marks the recovery.
+    min_free_mb: float = Field(50.0, ge=0.0)
+    #: Events waiting in memory while the database is busy; more go to a spill file.
+    event_memory_cap: int = Field(10_000, ge=10)
+
+
+class BackupConfig(_Section):
+    dir: Path = Path("data/backups")
+    interval_hours: float = Field(24.0, gt=0.0)
+    keep: int = Field(7, ge=1, le=1000)
+    #: A corrupt gallery at start: "restore" the newest good backup, or "refuse" to start.
+    on_corrupt: Literal["restore", "refuse"] = "restore"
+
+
+class SecurityConfig(_Section):
+    #: AES-256 key for templates at rest. A systemd credential named
+    #: "gallery-key" ($CREDENTIALS_DIRECTORY) takes precedence when present.
+    key_file: Path = Path("data/gallery.key")
+    #: Lockout: this many liveness failures or unknown faces within the window
+    #: stop all grants for lockout_seconds and raise an alarm event.
+    lockout_failures: int = Field(5, ge=1, le=1000)
+    lockout_window_seconds: float = Field(60.0, gt=0.0)
+    lockout_seconds: float = Field(300.0, ge=0.0)
+
+
+class PrivacyConfig(_Section):
+    #: Unknown-face snapshots older than this are deleted.
+    snapshot_days: float = Field(7.0, gt=0.0)
+
+
 class DaemonConfig(_Section):
     status_file: Path = Path("data/status.json")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -140,6 +172,10 @@ class Config(_Section):
     door: DoorConfig = DoorConfig()
     voice: VoiceConfig = VoiceConfig()
     daemon: DaemonConfig = DaemonConfig()
+    storage: StorageConfig = StorageConfig()
+    backup: BackupConfig = BackupConfig()
+    security: SecurityConfig = SecurityConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     #: The folder relative paths are resolved against (the config file's own).
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
 
