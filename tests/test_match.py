@@ -156,3 +156,21 @@ def test_refusal_reports_inactive_and_validity_window() -> None:
     disabled = Matcher(t, [1], [PersonInfo(1, "ann", None, False)], 0.36, 0.05)
     got = disabled.match(t[0])
     assert got.accepted and got.name == "ann" and got.refusal() == "inactive"
+
+
+def test_take_normalises_in_place_and_matches_like_a_copy():
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((50, 128), dtype=np.float32)
+    ids = np.repeat(np.arange(10), 5)
+    people = [PersonInfo(int(i), f"p{i}") for i in range(10)]
+    copied = Matcher(emb.copy(), ids, people, 0.3, 0.05)
+    taken_from = emb.copy()
+    taken = Matcher(taken_from, ids, people, 0.3, 0.05, take=True)
+    assert np.allclose(np.linalg.norm(taken_from, axis=1), 1.0)  # normalised in place
+    for q in rng.standard_normal((20, 128), dtype=np.float32):
+        assert copied.match(q) == taken.match(q)
+    # Out of order: copied, the caller's array untouched.
+    shuffled = emb[::-1].copy()
+    before = shuffled.copy()
+    Matcher(shuffled, ids[::-1].copy(), people, 0.3, 0.05, take=True)
+    assert np.array_equal(shuffled, before)
