@@ -99,6 +99,44 @@ def match_ms(
     return out
 
 
+def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
+    """Worst-case frame processing of the daemon on a recorded clip.
+
+    Each frame goes through :meth:`edge.daemon.Daemon.process` with the
+    tracker reset, so no face is ever "already decided": every face is
+    detected, embedded, matched and (when it matches and passive liveness is
+    on) scored for liveness, as the first frames of a visit are.
+    """
+    from .camera import open_source
+    from .daemon import Daemon
+    from .decision import Tracker
+
+    daemon = Daemon(cfg, gallery, handle_signals=False)
+    daemon._start_models()
+    daemon._start_gallery()
+    times, with_face = [], []
+    source = open_source(str(video), cfg.camera)
+    with source:
+        while (frame := source.read()) is not None:
+            daemon.tracker = Tracker(cfg.decision.window_frames, cfg.liveness)
+            t0 = time.perf_counter()
+            daemon.process(frame)
+            ms = (time.perf_counter() - t0) * 1000.0
+            times.append(ms)
+            if daemon.tracker.tracks:
+                with_face.append(ms)
+    if daemon.gallery is not None:
+        daemon.gallery.close()
+    return {
+        "frames": len(times),
+        "frames_with_face": len(with_face),
+        "median_ms": round(statistics.median(times), 3),
+        "median_ms_with_face": round(statistics.median(with_face), 3) if with_face else None,
+        "p99_ms": round(float(np.percentile(times, 99)), 3),
+        "liveness": cfg.liveness.mode,
+    }
+
+
 def run_bench(cfg: Config, photos: Path | None = None, repeat: int = 30) -> dict[str, Any]:
     """The figures ``edge bench --json`` prints."""
     folder = photos or default_photos()

@@ -503,12 +503,17 @@ def doctor(ctx: Ctx) -> None:
     show_default=True,
     help="Timed runs per photo.",
 )
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False),
+              help="Also time the daemon's frame processing on this video.")
 @common
-def bench(ctx: Ctx, repeat: int) -> None:
+def bench(ctx: Ctx, repeat: int, replay: str | None) -> None:
     """Measure per-face latency, 1:N matching and peak memory."""
+    from .bench import replay as replay_bench
     from .bench import run_bench
 
     result = run_bench(ctx.cfg, repeat=repeat)
+    if replay:
+        result["replay"] = replay_bench(ctx.cfg, Path(replay), ctx.db())
     ctx.emit(result, json.dumps(result, indent=2))
 
 

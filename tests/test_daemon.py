@@ -166,3 +166,13 @@ def test_status_reports_frames_and_last_decision(site, tmp_path, engine, mode):
     assert status["frames"] == 12 and status["people"] == 1 and status["stopped"]
     assert status["last_decision"]["decision"] == "granted"
     assert status["door_simulated"] is True  # MockFactory: no real relay here
+
+
+def test_replay_bench_times_every_face_frame(site, engine):
+    from edge.bench import replay
+
+    cfg = config(site, liveness={"mode": "passive"})
+    enroll_photos(cfg, "lin_manuel_miranda", PEOPLE / "lin_manuel_miranda/lin1.png", engine=engine)
+    r = replay(cfg, CLIP, cfg.path(cfg.gallery.db))
+    assert r["frames"] == 275 and 100 < r["frames_with_face"] < 275
+    assert r["median_ms_with_face"] > 0 and r["p99_ms"] >= r["median_ms"]
