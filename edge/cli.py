@@ -43,7 +43,8 @@ class Ctx:
         return self._cfg
 
     def db(self) -> Path:
-        return Path(self.db_path) if self.db_path else self.cfg.path(self.cfg.gallery.db)
+        cfg = self.cfg  # a broken config is refused even when --db is given
+        return Path(self.db_path) if self.db_path else cfg.path(cfg.gallery.db)
 
     def gallery(self) -> Any:
         from .gallery import Gallery
@@ -149,10 +150,10 @@ def enroll(
         templates = enr.templates_from_camera(engine, cam, frames or ctx.cfg.enroll.camera_frames)
     else:
         templates, rejected = enr.templates_from_images(engine, images)
-        if rejected:
-            for r in rejected:
+        if rejected:  # one line per refused photo; nothing is enrolled
+            for r in rejected[:-1]:
                 click.echo(f"edge: {r.reason}", err=True)
-            fail(f"nothing enrolled: {len(rejected)} of {len(images)} photos refused")
+            fail(rejected[-1].reason)
     with ctx.gallery() as g:
         result = enr.enroll(g, name, templates, display_name)
     ctx.emit(

@@ -123,17 +123,20 @@ class Engine:
             raise NoFaceError(
                 f"{image.path}: more than one face ({len(others) + 1}); use a photo of one person"
             )
+        # Turned first: a profile's eyes are close together, and "turned" is
+        # the reason a person can act on.
+        turn = yaw(largest.keypoints)
+        if turn > e.max_yaw:
+            raise NoFaceError(
+                f"{image.path}: face turned too far from frontal "
+                f"(yaw {turn:.2f}, max {e.max_yaw:.2f})"
+            )
         if largest.eye_distance < e.min_eye_distance:
             raise NoFaceError(
                 f"{image.path}: face too small (eyes {largest.eye_distance:.0f} px apart, "
                 f"need {e.min_eye_distance:.0f})"
             )
         face = self.describe(rgb, largest, 0.0)
-        if face.yaw > e.max_yaw:
-            raise NoFaceError(
-                f"{image.path}: face turned too far from frontal "
-                f"(yaw {face.yaw:.2f}, max {e.max_yaw:.2f})"
-            )
         if face.sharpness < e.min_sharpness:
             raise NoFaceError(
                 f"{image.path}: face too blurry (sharpness {face.sharpness:.0f}, "
