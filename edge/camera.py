@@ -5,17 +5,21 @@ threads or retries. :func:`open_source` picks the right one from the configured
 string. :class:`FrameGrabber` runs a source in a thread, keeps a buffer of one
 frame so the consumer always sees the newest and latency cannot grow, and
 reopens a failed source with exponential backoff while the daemon keeps running.
+Frames that are not a usable image (a driver handing back None, an empty or
+truncated buffer, the wrong pixel type) are dropped before anyone sees them.
+:class:`LoopSource` replays a file over and over, for soak runs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -35,6 +39,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 REOPEN_FIRST_SECONDS = 0.5
 #: Network streams give up a connect or a read after this long instead of hanging.
 NETWORK_TIMEOUT_MS = 5000
+#: A frame narrower or shorter than this many pixels is not an image of a door.
+MIN_FRAME_SIDE = 16
+#: Only bad frames for this long: the source is reopened, as if it had failed.
+BAD_FRAMES_REOPEN_SECONDS = 5.0
 
 #: Why a source stopped when ``read()`` returned None: the end of a file, a lost camera.
 _NO_FRAME = "the source returned no frame"
@@ -71,6 +79,9 @@ class Source(ABC):
     name: str
     finite: bool
     fps: float
+    #: Every frame between an open and a close has the same shape (a camera, a
+    #: video file); a frame of another shape is then garbage. A folder of photos is not.
+    fixed_size: bool = True
 
     @abstractmethod
     def open(self) -> None: ...
@@ -96,11 +107,43 @@ class Source(ABC):
 
 
 def _frame(image: np.ndarray, index: int, source_ts: float | None) -> Frame:
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    """A Frame stamped now; grey and BGRA become BGR, anything odder is left for
+    :func:`frame_problem` to reject (a bad buffer is a dropped frame, not a crash)."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.size:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.ndim == 3 and image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return Frame(image, index, time.monotonic(), time.time(), source_ts)
+
+
+def frame_problem(frame: object, expected: tuple[int, ...] | None = None) -> str | None:
+    """Why ``frame`` cannot be processed, or None if it is a usable BGR image.
+
+    Usable means a :class:`Frame` whose ``image`` is a uint8 array of shape
+    (H, W, 3) with both sides at least :data:`MIN_FRAME_SIDE`, and, when
+    ``expected`` is given (the shape of this stream's first good frame), that
+    same shape: a frame that shrank is a truncated buffer. Its ``source_ts``
+    must be None or a finite number: it is the decision clock, and a NaN there
+    would make every cooldown comparison false.
+    """
+    if not isinstance(frame, Frame):
+        return f"not a frame ({type(frame).__name__})"
+    ts = frame.source_ts
+    if ts is not None and (not isinstance(ts, int | float) or not math.isfinite(ts)):
+        return f"bad timestamp {ts!r}"
+    image = frame.image
+    if not isinstance(image, np.ndarray):
+        return f"no image ({type(image).__name__})"
+    if image.dtype != np.uint8:
+        return f"pixels are {image.dtype}, not uint8"
+    if image.ndim != 3 or image.shape[2] != 3:
+        return f"shape {image.shape} is not (height, width, 3)"
+    if min(image.shape[:2]) < MIN_FRAME_SIDE:
+        return f"image too small {image.shape}"
+    if expected is not None and image.shape != expected:
+        return f"shape {image.shape} differs from the stream's {expected} (truncated?)"
+    return None
 
 
 class Picamera2Source(Source):
@@ -122,7 +165,7 @@ class Picamera2Source(Source):
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError:
             raise CameraError(
                 "picamera2 is not installed: on Raspberry Pi OS run "
@@ -265,6 +308,7 @@ class FolderSource(Source):
     """
 
     finite = True
+    fixed_size = False
 
     def __init__(self, folder: str | os.PathLike[str], fps: float = 30.0):
         self.folder = Path(folder)
@@ -302,6 +346,57 @@ class FolderSource(Source):
 
     def close(self) -> None:
         self._files, self._pos = [], 0
+
+
+class LoopSource(Source):
+    """A file or folder played from the start again each time it ends; ``loops`` times, or forever.
+
+    For soak runs and tests that need a long stream from a short clip. It is a
+    replay (``finite``), so the grabber paces it at its frame rate, but with
+    ``loops=None`` it never ends. Frame indices and media times carry on across
+    restarts and reopens, so the decision clock never goes back.
+    """
+
+    def __init__(self, inner: Source, loops: int | None = None):
+        if not inner.finite:
+            raise ValueError(f"{inner.name}: only a file or folder can be looped")
+        self.inner = inner
+        self.loops = loops
+        self.name = f"loop:{inner.name}"
+        self.finite = True
+        self.fixed_size = inner.fixed_size
+        self.fps = inner.fps
+        #: How many times the inner source has been played to its end.
+        self.completed = 0
+        self._index = 0
+        self._offset = 0.0  # added to the inner source's media time
+        self._next_ts = 0.0  # the media time our next frame gets at least
+
+    def open(self) -> None:
+        self.inner.open()
+        self.fps = self.inner.fps
+        self._offset = self._next_ts
+
+    def read(self) -> Frame | None:
+        frame = self.inner.read()
+        if frame is None:
+            self.completed += 1
+            if self.loops is not None and self.completed >= self.loops:
+                return None
+            self.inner.close()
+            self.open()
+            frame = self.inner.read()
+            if frame is None:  # nothing left to loop
+                return None
+        inner_ts = frame.source_ts if frame.source_ts is not None else frame.index / self.fps
+        ts = self._offset + inner_ts
+        self._next_ts = ts + 1.0 / self.fps
+        looped = replace(frame, index=self._index, source_ts=ts)
+        self._index += 1
+        return looped
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def open_source(spec: str, cfg: CameraConfig) -> Source:
@@ -348,10 +443,13 @@ class FrameGrabber:
 
     A source that fails to open, raises, or stops delivering is reopened after
     0.5 s, doubling up to ``reopen_max_seconds``; the state change is logged
-    once, not every attempt. ``state`` is "starting", "streaming",
-    "reconnecting", "ended" (a finite source ran out) or "stopped";
-    ``last_frame_mono`` is the ``time.monotonic()`` of the newest frame read,
-    for a watchdog.
+    once, not every attempt. Frames :func:`frame_problem` rejects are dropped
+    and counted in ``bad_frames``, logged when they start and when good frames
+    return; only bad frames for ``bad_frames_reopen_seconds`` count as a
+    failure. ``state`` is "starting", "streaming", "reconnecting", "ended" (a
+    finite source ran out) or "stopped"; ``last_frame_mono`` is the
+    ``time.monotonic()`` of the newest good frame, for a watchdog. All timing
+    is monotonic: a wall clock set back or forward changes nothing here.
     """
 
     def __init__(
@@ -361,8 +459,10 @@ class FrameGrabber:
         realtime: bool = True,
         reopen_max_seconds: float = 30.0,
         reopen_first_seconds: float = REOPEN_FIRST_SECONDS,
+        bad_frames_reopen_seconds: float = BAD_FRAMES_REOPEN_SECONDS,
     ):
         self.source = source
+        self.bad_frames_reopen_seconds = bad_frames_reopen_seconds
         self.realtime = realtime or not source.finite
         self.reopen_max_seconds = reopen_max_seconds
         self.reopen_first_seconds = reopen_first_seconds
@@ -370,7 +470,9 @@ class FrameGrabber:
         self.last_frame_mono: float | None = None
         self.frames_read = 0
         self.dropped = 0
+        self.bad_frames = 0
         self.reopen_attempts = 0
+        self._dropping_bad = False
         self._slot: Frame | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -447,7 +549,8 @@ class FrameGrabber:
         """Read until the source ends, fails or we stop; returns why it stopped."""
         count = 0
         pace = self.source.finite and self.realtime
-        t0 = time.monotonic()
+        t0 = last_good = time.monotonic()
+        shape: tuple[int, ...] | None = None  # of this stream's first good frame
         while not self._stop.is_set():
             if pace and self._stop.wait(max(0.0, t0 + count / self.source.fps - time.monotonic())):
                 break
@@ -455,11 +558,32 @@ class FrameGrabber:
             if frame is None:
                 return _NO_FRAME
             count += 1
+            problem = frame_problem(frame, shape)
+            if problem is not None:
+                self._bad_frame(problem)
+                if time.monotonic() - last_good > self.bad_frames_reopen_seconds:
+                    return f"only bad frames for {self.bad_frames_reopen_seconds:g} s ({problem})"
+                continue
+            if self.source.fixed_size and shape is None:
+                shape = frame.image.shape
+            last_good = time.monotonic()
+            self._good_frame()
             self.frames_read += 1
             self.last_frame_mono = frame.t_mono
             self._set_state("streaming")
             self._put(frame)
         return "stopped"
+
+    def _bad_frame(self, problem: str) -> None:
+        self.bad_frames += 1
+        if not self._dropping_bad:
+            self._dropping_bad = True
+            log.warning("%s: dropping bad frames (%s)", self.source.name, problem)
+
+    def _good_frame(self) -> None:
+        if self._dropping_bad:
+            self._dropping_bad = False
+            log.info("%s: good frames again (%d bad dropped)", self.source.name, self.bad_frames)
 
     def _run(self) -> None:
         failures = 0
@@ -493,9 +617,11 @@ __all__ = [
     "FolderSource",
     "Frame",
     "FrameGrabber",
+    "LoopSource",
     "OpenCVSource",
     "Picamera2Source",
     "Source",
     "backoff_seconds",
+    "frame_problem",
     "open_source",
 ]

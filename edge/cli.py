@@ -414,12 +414,20 @@ def status(ctx: Ctx) -> None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         fail(f"{path}: no status (is the daemon running?)")
-    age = time.time() - float(data.get("updated", 0))
+    mono = data.get("updated_mono")  # monotonic: the same clock for every process
+    age = (
+        (time.monotonic() - float(mono))
+        if mono is not None
+        else (time.time() - float(data.get("updated", 0)))
+    )
     data["age_s"] = round(age, 1)
     running = age < 10 and not data.get("stopped")
     data["running"] = running
-    state = "running" if running else (
-        "stopped" if data.get("stopped") else f"not updating for {age:.0f} s")
+    state = (
+        "running"
+        if running
+        else ("stopped" if data.get("stopped") else f"not updating for {age:.0f} s")
+    )
     last = data.get("last_decision")
     last_text = (
         f"{last['decision']} {last['name'] or 'unknown'} ({last['reason']})" if last else "none yet"
@@ -504,8 +512,11 @@ def doctor(ctx: Ctx) -> None:
     show_default=True,
     help="Timed runs per photo.",
 )
-@click.option("--replay", type=click.Path(exists=True, dir_okay=False),
-              help="Also time the daemon's frame processing on this video.")
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Also time the daemon's frame processing on this video.",
+)
 @common
 def bench(ctx: Ctx, repeat: int, replay: str | None) -> None:
     """Measure per-face latency, 1:N matching and peak memory."""

@@ -4,6 +4,14 @@ One process, one frame loop, a few worker threads (camera grabber, event
 writer, speech, door timer). Start-up is a list of named steps; SIGTERM and
 SIGINT stop the loop, SIGHUP reloads config and gallery without touching the
 camera. The relay is locked on every way out.
+
+Faults are survived, not fatal: a camera that fails is reopened by the
+grabber, bad frames are dropped, a frame that raises is logged and skipped,
+events wait in memory (or a spill file) while the database is busy or the disk
+full, and snapshots stop while space is low. The systemd watchdog is fed only
+for frames that were processed (or by an ended replay, idle on purpose), so a
+process that is truly stuck, or a camera gone for longer than ``WatchdogSec``,
+gets the service restarted. Every interval is measured on the monotonic clock.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from .engine import Engine
 from .errors import ConfigError, EdgeError
 from .events import EventWriter
 from .gallery import Gallery
+from .storage import StorageMonitor
 
 log = logging.getLogger("edge.daemon")
 
@@ -81,8 +90,14 @@ class Daemon:
         self.passive: Any = None
         self.mesh: Any = None
         self.decisions: list[Decision] = []
-        self.frame_ms: deque[float] = deque(maxlen=1000)
+        self.frame_ms: deque[float] = deque(maxlen=1000)  # processing time per frame
+        self.latency_ms: deque[float] = deque(maxlen=1000)  # from capture to processed
         self.frames = 0
+        self.failed_frames = 0
+        self._frames_failing = False
+        self._gallery_failing = False
+        self._camera_state: str | None = None
+        self.storage = StorageMonitor(db_path.parent, cfg.storage.min_free_mb)
         self.started = time.monotonic()
         self._last_poll = 0.0
         self._last_watchdog = 0.0
@@ -133,7 +148,7 @@ class Daemon:
         self.matcher = self.gallery.matcher(self.cfg.match)
 
     def _start_events(self) -> None:
-        self.events = EventWriter(self.db_path)
+        self.events = EventWriter(self.db_path, memory_cap=self.cfg.storage.event_memory_cap)
 
     def _start_door(self) -> None:
         from .door import Door, install_fail_secure
@@ -185,14 +200,34 @@ class Daemon:
                     self._feed_watchdog(now)  # an ended replay is idle, not stuck
                 self._housekeeping(now)
                 continue
-            t0 = time.perf_counter()
-            self.process(frame)
-            self.frame_ms.append((time.perf_counter() - t0) * 1000.0)
-            self.frames += 1
-            self._fps_window.append(now)
-            self._feed_watchdog(now)
+            if self._process_safely(frame):
+                self._fps_window.append(now)
+                self._feed_watchdog(now)  # only for frames that made it through
             self._housekeeping(now)
         return 0
+
+    def _process_safely(self, frame: Frame) -> bool:
+        """Process one frame and time it; one that raises is dropped, logged once per run of them.
+
+        A bad frame or a bug must not end the door loop. Failed frames do not
+        feed the watchdog, so a loop failing on every frame still gets restarted.
+        """
+        t0 = time.perf_counter()
+        try:
+            self.process(frame)
+        except Exception:
+            self.failed_frames += 1
+            if not self._frames_failing:
+                self._frames_failing = True
+                log.exception("frame %d not processed; dropping frames that fail", frame.index)
+            return False
+        self.frame_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.latency_ms.append((time.monotonic() - frame.t_mono) * 1000.0)
+        self.frames += 1
+        if self._frames_failing:
+            self._frames_failing = False
+            log.info("frames processed again (%d failed in all)", self.failed_frames)
+        return True
 
     def process(self, frame: Frame) -> list[Decision]:
         """Everything one frame does; returns the decisions it made."""
@@ -253,7 +288,8 @@ class Daemon:
             _fmt(d.liveness),
             d.reason,
         )
-        if d.name is None and self.cfg.decision.snapshot_dir is not None:
+        # Low on space: snapshots go first; the decision above is already made and queued.
+        if d.name is None and self.cfg.decision.snapshot_dir is not None and self.storage.ok():
             self._snapshot(frame)
 
     def _event(self, kind: str, **fields: Any) -> None:
@@ -290,14 +326,36 @@ class Daemon:
         if now - self._last_poll < POLL_SECONDS:
             return
         self._last_poll = now
+        self._check_storage()
+        self._check_camera()
         assert self.gallery is not None
         try:
             if self.gallery.changed(self.matcher.generation):
                 self.matcher = self.gallery.matcher(self.cfg.match)
                 log.info("gallery changed: %d people", self.matcher.person_count)
+            if self._gallery_failing:
+                self._gallery_failing = False
+                log.info("gallery readable again")
         except EdgeError as e:
-            log.warning("gallery not reloaded (%s)", e)
+            if not self._gallery_failing:
+                self._gallery_failing = True
+                log.warning("gallery not reloaded (%s); keeping the people already loaded", e)
         self.write_status()
+
+    def _check_storage(self) -> None:
+        """Record a ``storage`` event when free space runs low and when it comes back."""
+        st = self.storage
+        for change, fired in (("low", st.went_low), ("recovered", st.recovered)):
+            if fired():
+                detail = {"free_mb": st.free_mb, "min_free_mb": st.min_free_mb}
+                self._event("storage", reason=f"{change}: {st.describe()}", detail=detail)
+
+    def _check_camera(self) -> None:
+        """Show the camera's state in ``systemctl status`` when it changes."""
+        state = self.grabber.state if self.grabber is not None else None
+        if state is not None and state != self._camera_state:
+            self._camera_state = state
+            notify.status(f"camera {state}")
 
     def reload(self) -> None:
         """SIGHUP: re-read config and gallery; the camera keeps running."""
@@ -311,9 +369,15 @@ class Daemon:
         if cfg.camera != self.cfg.camera:
             log.warning("camera settings changed: they take effect on restart")
         self.cfg = cfg
+        self.storage.min_free_mb = cfg.storage.min_free_mb
+        if self.events is not None:
+            self.events.memory_cap = cfg.storage.event_memory_cap
         self._start_models()
         assert self.gallery is not None
-        self.matcher = self.gallery.matcher(cfg.match)
+        try:
+            self.matcher = self.gallery.matcher(cfg.match)
+        except EdgeError as e:
+            log.warning("gallery not reloaded (%s); keeping the people already loaded", e)
         if self.voice is not None and hasattr(self.voice, "config"):
             self.voice.config = cfg.voice
         log.info("reloaded config and gallery: %d people", self.matcher.person_count)
@@ -328,6 +392,9 @@ class Daemon:
             "pid": os.getpid(),
             "stopped": self.stop.is_set() or bool(self.grabber and self.grabber.ended),
             "updated": time.time(),
+            # CLOCK_MONOTONIC is system-wide: `edge status` can judge staleness by it
+            # even after the wall clock jumps.
+            "updated_mono": time.monotonic(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "frames": self.frames,
             "fps": round(fps, 1),
@@ -335,6 +402,10 @@ class Daemon:
             if self.frame_ms
             else None,
             "camera": self.grabber.state if self.grabber else None,
+            "camera_bad_frames": self.grabber.bad_frames if self.grabber else 0,
+            "failed_frames": self.failed_frames,
+            "events_waiting": self.events.waiting if self.events else 0,
+            "storage_ok": self.storage.ok(),
             "liveness": self.cfg.liveness.mode,
             "people": self.matcher.person_count,
             "door_simulated": bool(getattr(self.door, "simulated", False)),

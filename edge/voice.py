@@ -230,14 +230,24 @@ class Voice:
                         pass
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait up to ``timeout`` s until every queued line has been spoken; True if so."""
+        """Wait up to ``timeout`` s until every queued line has been spoken; True if so.
+
+        Returns False at once when the engine is stuck: nothing more will be said.
+        """
         deadline = monotonic() + timeout
         while monotonic() < deadline:
             w = self._worker
             if self._queue.empty() and (w is None or w.busy_since is None):
                 return True
+            if w is not None and self._stuck(w, monotonic()):
+                return False
             time.sleep(0.01)
         return False
+
+    def _stuck(self, w: _Worker, now: float) -> bool:
+        """The worker has been inside one engine call longer than ``speak_timeout``."""
+        busy = w.busy_since
+        return busy is not None and now - busy > self.speak_timeout
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the worker, waiting up to ``timeout`` s for the line being spoken. Idempotent."""
@@ -251,6 +261,8 @@ class Voice:
                     break
             self._queue.put_nowait(None)
         thread = worker.thread if worker is not None else None
+        if worker is not None and self._stuck(worker, monotonic()):
+            return  # a hung engine would only make shutdown wait as well
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -272,9 +284,15 @@ class Voice:
 
         A worker whose engine call has lasted longer than ``speak_timeout`` is
         abandoned (its thread cannot be killed; it exits if the call ever returns).
+        A worker whose thread died (an engine raising something that is not an
+        Exception, such as SystemExit) is replaced at once: it holds no thread.
         """
         w = self._worker
-        if w is not None and w.busy_since is not None and now - w.busy_since > self.speak_timeout:
+        if w is not None and w.thread is not None and not w.thread.is_alive():
+            log.warning("speech worker died; starting a new one")
+            self.restarts += 1
+            w = None
+        if w is not None and w.busy_since is not None and self._stuck(w, now):
             self._restarted_at = [t for t in self._restarted_at if now - t < 3600.0]
             if len(self._restarted_at) >= self.max_restarts:
                 log.debug("speech engine stuck and restart budget spent; line dropped")
