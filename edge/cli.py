@@ -47,9 +47,9 @@ class Ctx:
         return Path(self.db_path) if self.db_path else cfg.path(cfg.gallery.db)
 
     def gallery(self) -> Any:
-        from .gallery import Gallery
+        from .gallery import open_gallery
 
-        return Gallery(self.db(), actor=actor())
+        return open_gallery(self.cfg, self.db(), actor())
 
     def engine(self) -> Any:
         from .engine import Engine
@@ -70,6 +70,18 @@ def actor() -> str:
         return os.environ.get("SUDO_USER") or getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
+
+
+def bundle_passphrase(confirm: bool) -> str:
+    """$EDGE_BUNDLE_PASSPHRASE, else asked on the terminal (twice to seal a bundle)."""
+    env = os.environ.get("EDGE_BUNDLE_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        fail("set EDGE_BUNDLE_PASSPHRASE, or run in a terminal to be asked", 2)
+    return str(
+        click.prompt("Bundle passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+    )
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -207,6 +219,28 @@ def rename(ctx: Ctx, old: str, new: str) -> None:
     ctx.emit({"old": old, "new": new}, f"{old}: renamed to {new}")
 
 
+@main.command()
+@click.argument("name")
+@common
+def forget(ctx: Ctx, name: str) -> None:
+    """Erase NAME, their templates and snapshots for good (the log keeps the name)."""
+    with ctx.gallery() as g:
+        n = g.forget(name)
+    snapshots = 0
+    if ctx.cfg.decision.snapshot_dir is not None:
+        from .snapshots import SnapshotStore
+
+        d = ctx.cfg.decision
+        snapshots = SnapshotStore(
+            ctx.cfg.path(d.snapshot_dir), d.snapshot_max_mb, ctx.cfg.privacy.snapshot_days
+        ).forget(name)
+    ctx.emit(
+        {"name": name, "templates_erased": n, "snapshots_erased": snapshots},
+        f"{name}: forgotten ({n} template(s), {snapshots} snapshot(s) erased;"
+        " backups hold them until pruned)",
+    )
+
+
 def _set_active(ctx: Ctx, name: str, active: bool) -> None:
     with ctx.gallery() as g:
         g.set_active(name, active)
@@ -325,24 +359,101 @@ def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> 
 @click.argument("file", type=click.Path(dir_okay=False))
 @common
 def export_(ctx: Ctx, file: str) -> None:
-    """Write every person and template to FILE (a backup of the gallery)."""
+    """Write every person and template to FILE, sealed under a passphrase.
+
+    The passphrase comes from $EDGE_BUNDLE_PASSPHRASE, or is asked for.
+    """
+    passphrase = bundle_passphrase(confirm=True)
     with ctx.gallery() as g:
-        n = g.export(file)
+        n = g.export(file, passphrase)
     ctx.emit({"file": file, "people": n}, f"{file}: {n} people exported")
 
 
 @main.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--allow-unencrypted",
+    is_flag=True,
+    help="Accept a plain bundle from an older edge-access (only a file you trust).",
+)
 @common
-def import_(ctx: Ctx, file: str) -> None:
-    """Add the people and templates in FILE (checked whole before the gallery is touched)."""
+def import_(ctx: Ctx, file: str, allow_unencrypted: bool) -> None:
+    """Add the people and templates in FILE (opened and checked before the gallery is touched)."""
+    from .gallery import is_sealed_bundle
+
+    passphrase = bundle_passphrase(confirm=False) if is_sealed_bundle(file) else None
     with ctx.gallery() as g:
-        r = g.import_(file)
+        r = g.import_(file, passphrase, allow_unencrypted=allow_unencrypted)
     ctx.emit(
         r.__dict__,
         f"{file}: {r.people_added} people, {r.templates_added} templates added, "
         f"{r.skipped_duplicates} already present",
     )
+
+
+@main.command()
+@click.option("--list", "list_", is_flag=True, help="List the backups instead of taking one.")
+@common
+def backup(ctx: Ctx, list_: bool) -> None:
+    """Take a backup of the gallery now (the daemon also takes them on schedule)."""
+    from .backup import Backups
+
+    backups = Backups(ctx.db(), ctx.cfg, background=False)
+    if list_:
+        files = backups.files()
+        ctx.emit([str(f) for f in files], "\n".join(str(f) for f in files) or "no backups")
+        return
+    made = backups.backup_now()
+    if made is None:
+        fail("backup failed (see above)")
+    ctx.emit({"file": str(made)}, f"{made}: written")
+
+
+@main.command()
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False))
+@common
+def restore(ctx: Ctx, backup_file: str) -> None:
+    """Put BACKUP_FILE in place of the gallery (stop the daemon first); the old file is kept."""
+    import time
+
+    from .backup import restore as restore_gallery
+
+    try:
+        status = json.loads(ctx.cfg.path(ctx.cfg.daemon.status_file).read_text())
+    except (OSError, ValueError):
+        status = {}
+    if time.time() - float(status.get("updated", 0)) < 10 and not status.get("stopped"):
+        fail(f"the daemon is running (pid {status.get('pid')}): stop it first")
+    kept = restore_gallery(
+        ctx.db(), Path(backup_file), ctx.cfg, actor=actor(), reason="by an admin", aside="replaced"
+    )
+    ctx.emit(
+        {"file": backup_file, "kept": str(kept) if kept else None},
+        f"{ctx.db()}: restored from {backup_file}" + (f"; old file kept as {kept}" if kept else ""),
+    )
+
+
+@main.group()
+def key() -> None:
+    """The key that seals templates at rest."""
+
+
+@key.command("rotate")
+@common
+def key_rotate(ctx: Ctx) -> None:
+    """Re-seal every template under a new random key, then take a fresh backup."""
+    from .backup import Backups
+
+    with ctx.gallery() as g:
+        r = g.rotate_key()
+    made = Backups(ctx.db(), ctx.cfg, background=False).backup_now()
+    ctx.emit(
+        {"old": r.old, "new": r.new, "templates": r.templates, "backup": made and str(made)},
+        f"key {r.old} -> {r.new}: {r.templates} template(s) re-sealed; "
+        + (f"backup {made}" if made else "backup FAILED: older backups need the old key"),
+    )
+    if made is None:
+        sys.exit(1)
 
 
 # --------------------------------------------------------------- operations

@@ -33,13 +33,14 @@ import cv2
 import numpy as np
 
 from . import notify
+from .backup import Backups, startup_check
 from .camera import Frame, FrameGrabber, Source, open_source
 from .config import Config, load_config
 from .decision import Decider, Decision, Tracker, Vote
 from .engine import Engine
 from .errors import ConfigError, EdgeError
 from .events import EventWriter
-from .gallery import Gallery
+from .gallery import Gallery, open_gallery
 from .storage import StorageMonitor
 
 log = logging.getLogger("edge.daemon")
@@ -87,6 +88,7 @@ class Daemon:
         self.grabber: FrameGrabber | None = None
         self.events: EventWriter | None = None
         self.gallery: Gallery | None = None
+        self.backups: Backups | None = None
         self.passive: Any = None
         self.mesh: Any = None
         self.decisions: list[Decision] = []
@@ -110,6 +112,7 @@ class Daemon:
         """Bring everything up in order; any failure leaves the door locked."""
         steps = [
             ("models", self._start_models),
+            ("gallery check", self._check_gallery),
             ("gallery", self._start_gallery),
             ("events", self._start_events),
             ("door", self._start_door),
@@ -143,8 +146,13 @@ class Daemon:
         self.tracker = Tracker(self.cfg.decision.window_frames, self.cfg.liveness)
         self.decider = Decider(self.cfg.decision, self.cfg.liveness)
 
+    def _check_gallery(self) -> None:
+        """Integrity check before anything opens the file; may restore a backup (logged)."""
+        log.info("%s", startup_check(self.db_path, self.cfg, actor="edge daemon"))
+
     def _start_gallery(self) -> None:
-        self.gallery = Gallery(self.db_path)
+        self.gallery = open_gallery(self.cfg, self.db_path)
+        self.backups = Backups(self.db_path, self.cfg)
         self.matcher = self.gallery.matcher(self.cfg.match)
 
     def _start_events(self) -> None:
@@ -340,6 +348,8 @@ class Daemon:
             if not self._gallery_failing:
                 self._gallery_failing = True
                 log.warning("gallery not reloaded (%s); keeping the people already loaded", e)
+        if self.backups is not None and self.storage.ok():
+            self.backups.maybe_backup(now)  # a float comparison until one is due
         self.write_status()
 
     def _check_storage(self) -> None:
@@ -437,6 +447,8 @@ class Daemon:
             self.voice.flush(2.0)  # let a greeting already queued finish
             self.voice.close()
         self.write_status()
+        if self.backups is not None:
+            self.backups.close()
         if self.events is not None:
             self.events.close()
         if self.gallery is not None:

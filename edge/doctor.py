@@ -95,22 +95,71 @@ def check_tts(cfg: Config) -> Check:
     return Check("speech", True, f"{exe}" + ("" if cfg.voice.enabled else " (voice disabled)"))
 
 
-def check_database(db: Path) -> Check:
+def check_key(cfg: Config) -> Check:
+    from .crypto import fingerprint, load_keyring
     from .errors import GalleryError
-    from .gallery import Gallery
+
+    path = cfg.path(cfg.security.key_file)
+    try:
+        ring = load_keyring(path, create=False)
+    except GalleryError as e:
+        if not path.exists():
+            return Check("key", True, f"{path}: not created yet (the first enroll creates it)")
+        return Check("key", False, str(e))
+    unfinished = " (a key rotation is unfinished: any edge command finishes it)"
+    return Check(
+        "key", True, f"{ring.source}: key {fingerprint(ring.current)}"
+        + (unfinished if ring.staged else "")
+    )
+
+
+def check_database(cfg: Config, db: Path) -> Check:
+    from .backup import check_file
+    from .errors import GalleryError
+    from .gallery import open_gallery
 
     if not db.exists():
         return Check("database", True, f"{db}: not created yet (the first enroll creates it)")
     try:
-        with Gallery(db) as g:
-            result = g.integrity_check()
+        result = check_file(db)  # read-only: a damaged file is left as it was found
+        if result != "ok":
+            return Check(
+                "database",
+                False,
+                f"{db}: integrity check failed: {result} (fix: stop the daemon and"
+                " 'edge restore BACKUP', or start it with backup.on_corrupt: restore)",
+            )
+        with open_gallery(cfg, db) as g:
             people = len(g.people())
+            templates = len(g.templates().ids)  # every template opens under the key
     except GalleryError as e:
-        return Check("database", False, f"{e} (fix: restore a backup with 'edge import')")
-    if result != "ok":
-        return Check("database", False, f"{db}: integrity check failed: {result}")
+        return Check("database", False, str(e))
     mode = oct(os.stat(db).st_mode & 0o777)
-    return Check("database", True, f"{db}: ok, {people} people, mode {mode}")
+    return Check(
+        "database", True, f"{db}: ok, {people} people, {templates} templates open, mode {mode}"
+    )
+
+
+def check_backups(cfg: Config, db: Path) -> Check:
+    import time
+
+    from .backup import Backups
+
+    backups = Backups(db, cfg, background=False)
+    files = backups.files()
+    hours = cfg.backup.interval_hours
+    if not files:
+        return Check(
+            "backups",
+            not db.exists(),
+            f"none in {backups.dir} (the daemon takes one every {hours:g} h;"
+            " fix: 'edge backup' takes one now)",
+        )
+    age = (time.time() - files[0].stat().st_mtime) / 3600
+    detail = f"{len(files)} in {backups.dir}, newest {files[0].name} ({age:.1f} h old)"
+    if age > 2 * hours:
+        return Check("backups", False, detail + " (fix: is the daemon running? the disk full?)")
+    return Check("backups", True, detail)
 
 
 def run_checks(cfg: Config, db: Path) -> list[Check]:
@@ -121,5 +170,7 @@ def run_checks(cfg: Config, db: Path) -> list[Check]:
         check_camera(cfg),
         check_gpio(cfg),
         check_tts(cfg),
-        check_database(db),
+        check_key(cfg),
+        check_database(cfg, db),
+        check_backups(cfg, db),
     ]

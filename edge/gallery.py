@@ -19,6 +19,14 @@ The admin CLI (over SSH) and the door daemon open the same file at once, so:
   the daemon polls :meth:`Gallery.changed` (one indexed row read) and rebuilds
   its :class:`~edge.match.Matcher` when it moves, whichever process wrote.
 
+* Templates are sealed at rest (AES-256-GCM, :mod:`edge.crypto`) under a key
+  kept outside the file, each bound to its person and template ids, so a
+  copied file yields no embedding and blobs cannot be swapped between people.
+  The key is read only when a template is, so the event writer never needs it.
+* Files are private: the database, its -wal and -shm, backups and bundles are
+  mode 0600; freed pages are zeroed (``secure_delete``) so an erased person
+  does not linger in the file.
+
 The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` are applied in
 order, each in the transaction that bumps the version. sqlite-utils is used for
 its table helpers (insert, rows_where, query); the DDL is written out in SQL
@@ -36,6 +44,7 @@ import numbers
 import os
 import re
 import sqlite3
+import struct
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +59,9 @@ import numpy as np
 import numpy.typing as npt
 from sqlite_utils import Database
 
-from .config import MatchConfig
+from . import crypto
+from .config import Config, MatchConfig
+from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
 from .errors import GalleryError
 from .match import DIM, Matcher, PersonInfo, parse_time
 
@@ -63,6 +74,10 @@ MAX_NAME = 64
 MAX_NOTES = 2000
 BUSY_TIMEOUT_MS = 5000
 _EMBEDDING_BYTES = DIM * 4
+_SEALED_BYTES = _EMBEDDING_BYTES + crypto.OVERHEAD
+#: The key file a Gallery opened without ``key``/``key_file`` uses: beside the database
+#: (where the default config's ``security.key_file`` puts it too).
+DEFAULT_KEY_NAME = "gallery.key"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KIND = re.compile(r"[a-z][a-z_]{0,31}")
 #: Unicode categories refused in names: controls, format characters (bidi
@@ -103,6 +118,15 @@ class ImportResult:
     people_added: int
     templates_added: int
     skipped_duplicates: int
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """What a key rotation did: old and new key fingerprints, templates re-sealed."""
+
+    old: str
+    new: str
+    templates: int
 
 
 @dataclass(frozen=True)
@@ -176,19 +200,44 @@ INSERT INTO meta (key, value) VALUES ('generation', 0);
 """
 
 
-def _v1_initial(db: Database) -> None:
+def _v1_initial(g: Gallery) -> None:
     """People, templates and an access log."""
-    db.executescript(_V1)
+    g.db.executescript(_V1)
 
 
-def _v2_validity_and_audit(db: Database) -> None:
+def _v2_validity_and_audit(g: Gallery) -> None:
     """Validity windows and notes on people; monotonic time, actor and detail on
     events; a generation counter for the daemon to notice changes."""
-    db.executescript(_V2)
+    g.db.executescript(_V2)
+
+
+def _v3_seal_templates(g: Gallery) -> None:
+    """Seal every plain template (see :mod:`edge.crypto`); a ``migrate`` event says how many.
+
+    The key is loaded (or created) only if there is a template to seal. The
+    plain bytes are gone from the file once the WAL is checkpointed (pages are
+    zeroed as they are freed), but not from backups or bundles made before.
+    """
+    rows = g.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
+    if not rows:
+        return
+    key = g._keys(create=True).current
+    for tid, person_id, blob in rows:
+        if len(blob) != _EMBEDDING_BYTES:
+            raise GalleryError(f"{g.path}: template {tid} is {len(blob)} bytes, not an embedding")
+        g.db.execute(
+            "UPDATE templates SET embedding = ? WHERE id = ?",
+            [seal(key, blob, _aad(person_id, tid)), tid],
+        )
+    g._audit("migrate", None, schema=3, templates_sealed=len(rows), key=fingerprint(key))
 
 
 #: Schema migrations in order; after ``MIGRATIONS[i]`` the schema is version ``i + 1``.
-MIGRATIONS: list[Callable[[Database], None]] = [_v1_initial, _v2_validity_and_audit]
+MIGRATIONS: list[Callable[[Gallery], None]] = [
+    _v1_initial,
+    _v2_validity_and_audit,
+    _v3_seal_templates,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -241,6 +290,11 @@ def _window(
     if start is not None and end is not None and end <= start:
         raise GalleryError(f"valid_until {end} is not after valid_from {start}")
     return start, end
+
+
+def _aad(person_id: int, template_id: int) -> bytes:
+    """What a template's sealed blob is bound to: its person and its own row."""
+    return b"edge-access template\x00" + struct.pack(">qq", person_id, template_id)
 
 
 def pack_embedding(embedding: npt.ArrayLike) -> bytes:
@@ -320,12 +374,28 @@ class Gallery:
     object (the CLI passes the admin's user name). Like the sqlite3 connection
     beneath it, a Gallery belongs to the thread that opened it; open one per
     thread (they are cheap) rather than sharing.
+
+    Templates are sealed under ``key`` (a :class:`~edge.crypto.Keyring`, or 32
+    raw bytes) if given, else under the key loaded from ``key_file`` (default:
+    ``gallery.key`` beside the database; the systemd credential ``gallery-key``
+    wins over either) when a template is first read or written; a missing
+    key file is created only to seal. :func:`open_gallery` opens the gallery
+    and key the config names: the CLI and the daemon use it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], actor: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        actor: str | None = None,
+        *,
+        key: Keyring | bytes | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.actor = actor
         self._closed = False
+        self._ring = Keyring(key, "the given key") if isinstance(key, bytes) else key
+        self._key_file = Path(key_file) if key_file else self.path.parent / DEFAULT_KEY_NAME
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Biometric data: owner-only from the first byte. SQLite gives the
@@ -360,8 +430,11 @@ class Gallery:
             raise GalleryError(f"{self.path}: an SQLite database, but not an edge gallery")
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("PRAGMA secure_delete = ON")
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")
+        _make_private(self.path)
+        migrated = False
         for target, migrate in enumerate(MIGRATIONS, start=1):
             if version >= target:
                 continue
@@ -369,9 +442,17 @@ class Gallery:
                 # Re-read inside the lock: another process may have migrated.
                 version = self.db.execute("PRAGMA user_version").fetchone()[0]
                 if version < target:
-                    migrate(self.db)
+                    migrate(self)
                     self.db.execute(f"PRAGMA user_version = {target}")
                     version = target
+                    migrated = True
+        if migrated:
+            self._checkpoint()  # plain templates out of the WAL and the file
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the file and empty it, if no reader is in the way (best effort)."""
+        with suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         """Close the file (the last connection to close also checkpoints the WAL)."""
@@ -447,6 +528,160 @@ class Gallery:
             raise GalleryError(f"{name!r}: no such person in the gallery")
         return int(row[0])
 
+    # ------------------------------------------------------------- sealing
+
+    def _keys(self, *, create: bool = False, reload: bool = False) -> Keyring:
+        """The keyring, loaded on first need; ``reload`` re-reads a key file.
+
+        A missing key file is created only for a gallery with nothing sealed
+        yet: a new key could open nothing already there. A key staged by a
+        rotation that committed but crashed before renaming it into place
+        (the templates are sealed under it) is installed here.
+        """
+        if self._ring is None or (reload and self._ring.key_file is not None):
+            create = create and self._key_in_use() is None
+            self._ring = crypto.load_keyring(self._key_file, create=create)
+        ring = self._ring
+        if (
+            ring.staged is not None
+            and ring.key_file is not None
+            and self._key_in_use() == key_id(ring.staged)
+        ):
+            crypto.commit_staged_key(ring.key_file, ring.staged)
+            self._ring = ring = Keyring(ring.staged, ring.source, ring.key_file)
+        return ring
+
+    def _key_in_use(self) -> bytes | None:
+        """The id of the key the templates are sealed under; None when there are none."""
+        row = self.db.execute(
+            "SELECT substr(embedding, 2, ?) FROM templates WHERE length(embedding) = ? LIMIT 1",
+            [crypto.KEY_ID_BYTES, _SEALED_BYTES],
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _wrong_key(self, kid: bytes, ring: Keyring) -> GalleryError:
+        return GalleryError(
+            f"{self.path}: templates are sealed under key {kid.hex()}, but {ring.source}"
+            f" holds key {fingerprint(ring.current)} (wrong key, or a gallery from elsewhere)"
+        )
+
+    def _sealing_key(self) -> bytes:
+        """The key to seal new templates under: the one the gallery already uses."""
+        ring = self._keys(create=True)
+        in_use = self._key_in_use()
+        if in_use is None:
+            return ring.current
+        key = ring.key_for(in_use)
+        if key is None:  # another process may have rotated the key since we read it
+            ring = self._keys(reload=True)
+            key = ring.key_for(in_use)
+        if key is None:
+            raise self._wrong_key(in_use, ring)
+        return key
+
+    def _unseal(self, rows: Sequence[tuple[int, int, bytes]]) -> list[bytes]:
+        """The plain embeddings of ``(template id, person id, blob)`` rows.
+
+        GalleryError for the first that does not open: no key, the wrong key,
+        or a blob altered or moved from another row. Never a partial answer.
+        """
+        if not rows:
+            return []
+        ring = self._keys()
+        out = []
+        for tid, person_id, blob in rows:
+            kid = sealed_key_id(blob)
+            if kid is None or len(blob) != _SEALED_BYTES:
+                raise GalleryError(f"{self.path}: template {tid} is not a sealed embedding")
+            key = ring.key_for(kid)
+            if key is None and ring.key_file is not None:
+                ring = self._keys(reload=True)
+                key = ring.key_for(kid)
+            if key is None:
+                raise self._wrong_key(kid, ring)
+            try:
+                out.append(open_(key, blob, _aad(person_id, tid)))
+            except GalleryError as e:
+                where = f"{self.path}: template {tid} (person {person_id})"
+                raise GalleryError(f"{where}: {e}") from None
+        return out
+
+    def _insert_template(
+        self,
+        key: bytes,
+        person_id: int,
+        plain: bytes,
+        quality: float | None,
+        sha: str | None,
+        created: str,
+    ) -> None:
+        """Seal and insert one template (inside the caller's write transaction).
+
+        The row id is chosen here (the write lock makes ``max + 1`` safe) so
+        the blob can be bound to it before it is written.
+        """
+        tid = self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM templates").fetchone()[0]
+        self._insert(
+            "templates",
+            {
+                "id": tid,
+                "person_id": person_id,
+                "embedding": seal(key, plain, _aad(person_id, tid)),
+                "quality": quality,
+                "source_sha256": sha,
+                "created": created,
+            },
+        )
+
+    def rotate_key(self, new_key: bytes | None = None) -> KeyRotation:
+        """Re-seal every template under a new key, in one transaction; what it did.
+
+        With a key file, the new key (random unless given) is staged beside
+        it inside the transaction and renamed into place after the commit;
+        at every instant each template's key is on disk (:mod:`edge.crypto`).
+        With a key handed in, or a systemd credential (read-only here),
+        ``new_key`` is required and installing it is the caller's job.
+        Backups made before keep the old key: take a fresh one.
+        """
+        if new_key is not None and (
+            not isinstance(new_key, bytes) or len(new_key) != crypto.KEY_BYTES
+        ):
+            raise GalleryError(f"a gallery key is {crypto.KEY_BYTES} bytes")
+        with self._write("rotate key"):
+            ring = self._keys(create=True, reload=True)
+            if ring.key_file is None and new_key is None:
+                raise GalleryError(
+                    f"{ring.source}: not a key file this command can replace; give the new"
+                    " key and install it where this one comes from"
+                )
+            new = new_key if new_key is not None else crypto.new_key()
+            rows = self.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
+            plains = self._unseal(rows)
+            if ring.key_file is not None:
+                crypto.stage_key(ring.key_file, new)
+            try:
+                for (tid, person_id, _), plain in zip(rows, plains, strict=True):
+                    self.db.execute(
+                        "UPDATE templates SET embedding = ? WHERE id = ?",
+                        [seal(new, plain, _aad(person_id, tid)), tid],
+                    )
+                self._audit(
+                    "key_rotation",
+                    None,
+                    old=fingerprint(ring.current),
+                    new=fingerprint(new),
+                    templates=len(rows),
+                )
+            except BaseException:
+                if ring.key_file is not None:
+                    crypto.discard_staged_key(ring.key_file)
+                raise
+        if ring.key_file is not None:
+            crypto.commit_staged_key(ring.key_file, new)
+        self._ring = Keyring(new, ring.source, ring.key_file)
+        self._checkpoint()  # old blobs out of the WAL
+        return KeyRotation(fingerprint(ring.current), fingerprint(new), len(rows))
+
     # ------------------------------------------------------------- people
 
     def add_person(
@@ -484,6 +719,7 @@ class Gallery:
             raise GalleryError(f"{name!r}: nothing to enroll (no templates)")
         added = skipped = 0
         with contextlib.suppress(_Unchanged), self._write("enroll"):
+            key = self._sealing_key()
             row = self.db.execute("SELECT id FROM people WHERE name = ?", [name]).fetchone()
             if row is None:
                 person_id = self._insert("people", person_row(name, display_name))
@@ -505,21 +741,13 @@ class Gallery:
                 ):
                     skipped += 1
                     continue
-                self._insert(
-                    "templates",
-                    {
-                        "person_id": person_id,
-                        "embedding": blob,
-                        "quality": quality,
-                        "source_sha256": sha,
-                        "created": now_iso(),
-                    },
-                )
+                self._insert_template(key, person_id, blob, quality, sha, now_iso())
                 added += 1
             if added == 0 and row is not None and display_name is None:
                 # Nothing new: undo the transaction so the file is untouched.
                 raise _Unchanged
-            self._audit("enroll", name, added=added, skipped=skipped)
+            names = {} if display_name is None else {"display_name": display_name}
+            self._audit("enroll", name, added=added, skipped=skipped, **names)
         return EnrollResult(added, skipped)
 
     def remove(self, name: str) -> int:
@@ -532,6 +760,25 @@ class Gallery:
             count = self.db.table("templates").count_where("person_id = ?", [person_id])
             self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
             self._audit("remove", name, templates=count)
+        return count
+
+    def forget(self, name: str) -> int:
+        """Erase a person on request: their templates and their row; how many templates went.
+
+        Unlike :meth:`remove` (which revokes), this is erasure: the freed pages
+        are zeroed and the WAL is checkpointed, so the rows do not linger in
+        the file. A ``forget`` event keeps the name, as the log is the history
+        of who came and went. Not erased here: snapshots and any other file
+        outside the gallery (the caller erases those), and backups, which
+        hold the person until they are pruned (``backup.keep``).
+        """
+        with self._write("forget"):
+            person_id = self._person_id(name)
+            count = self.db.table("templates").count_where("person_id = ?", [person_id])
+            self.db.execute("DELETE FROM templates WHERE person_id = ?", [person_id])
+            self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
+            self._audit("forget", name, templates=count)
+        self._checkpoint()
         return count
 
     def rename(self, old: str, new: str) -> Person:
@@ -552,7 +799,7 @@ class Gallery:
         """Enable or disable a person; a disabled person is recognised but refused."""
         with self._write("enable" if active else "disable"):
             self.db.table("people").update(self._person_id(name), {"active": int(bool(active))})
-            self._audit("enable" if active else "disable", name)
+            self._audit("enable" if active else "disable", name, active=bool(active))
         return self.person(name)
 
     def set_validity(
@@ -602,7 +849,7 @@ class Gallery:
             rows = self.db.execute(
                 "SELECT id, person_id, embedding FROM templates ORDER BY person_id, id"
             ).fetchall()
-        blob = b"".join(r[2] for r in rows)
+            blob = b"".join(self._unseal(rows))
         if len(blob) != len(rows) * _EMBEDDING_BYTES:
             raise GalleryError(f"{self.path}: a stored embedding is not {DIM} float32 values")
         return Templates(
@@ -705,7 +952,7 @@ class Gallery:
                 self.db.table("events").rows_where(
                     " AND ".join(clauses) or None,
                     args,
-                    order_by="ts DESC, id DESC",
+                    order_by="id DESC",  # insertion order: the wall clock may jump
                     limit=limit,
                 )
             )
@@ -716,24 +963,29 @@ class Gallery:
 
     # ------------------------------------------------------------- export / import
 
-    def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every person and template to a JSON bundle (mode 0600); returns people count.
+    def export(self, path: str | os.PathLike[str], passphrase: str) -> int:
+        """Write every person and template to a sealed bundle (mode 0600); returns people count.
 
-        The bundle holds biometric templates: treat it like the database.
-        Written to a temporary file and renamed, so a failed export leaves
-        no half-written bundle.
+        The bundle is JSON sealed under a key derived from ``passphrase``
+        (scrypt, then AES-256-GCM: :func:`edge.crypto.seal_bundle`), so it can
+        move to a site with another gallery key. Written to a temporary file
+        and renamed, so a failed export leaves no half-written bundle. An
+        ``export`` event records who took the templates out, and where to.
         """
+        crypto.check_passphrase(passphrase)
+        path = Path(path)
         with self._read("export"):
             people = self.people()
             rows = self.db.execute(
-                "SELECT person_id, embedding, quality, source_sha256, created"
+                "SELECT id, person_id, embedding, quality, source_sha256, created"
                 " FROM templates ORDER BY person_id, id"
             ).fetchall()
+            plains = self._unseal([r[:3] for r in rows])
         by_person: dict[int, list[dict[str, Any]]] = {}
-        for person_id, blob, quality, sha, created in rows:
+        for (_, person_id, _, quality, sha, created), plain in zip(rows, plains, strict=True):
             by_person.setdefault(person_id, []).append(
                 {
-                    "embedding": base64.b64encode(blob).decode("ascii"),
+                    "embedding": base64.b64encode(plain).decode("ascii"),
                     "quality": quality,
                     "source_sha256": sha,
                     "created": created,
@@ -757,13 +1009,25 @@ class Gallery:
                 for p in people
             ],
         }
-        _write_private(Path(path), json.dumps(bundle, indent=1).encode("utf-8"))
+        plain_bundle = json.dumps(bundle, separators=(",", ":")).encode("utf-8")
+        _write_private(path, crypto.seal_bundle(plain_bundle, passphrase))
+        with self._write("export", content=False):
+            self._audit("export", None, bundle=str(path), people=len(people), templates=len(rows))
         return len(people)
 
-    def import_(self, path: str | os.PathLike[str]) -> ImportResult:
+    def import_(
+        self,
+        path: str | os.PathLike[str],
+        passphrase: str | None = None,
+        *,
+        allow_unencrypted: bool = False,
+    ) -> ImportResult:
         """Merge a bundle from :meth:`export` into this gallery, in one transaction.
 
-        The whole bundle is checked before the database is touched. Merge rules:
+        The whole bundle is opened (wrong passphrase or altered file: one
+        GalleryError) and checked before the database is touched. A plain
+        JSON bundle from an older edge-access is refused unless
+        ``allow_unencrypted``: nothing vouches that it was not altered. Merge rules:
         a person not here is added with the bundle's fields; a person already
         here keeps their local fields (active, validity, names, notes: local
         decisions win, so an import never re-enables someone disabled here) and
@@ -772,9 +1036,11 @@ class Gallery:
         sha, the same embedding. Nothing is ever deleted by an import.
         """
         path = Path(path)
-        people = _read_bundle(path)
+        people, sealed = _read_bundle(path, passphrase, allow_unencrypted)
         people_added = added = skipped = 0
+        new_names = []
         with self._write("import"):
+            key = self._sealing_key()
             for person, templates in people:
                 row = self.db.execute(
                     "SELECT id FROM people WHERE name = ?", [person["name"]]
@@ -782,33 +1048,36 @@ class Gallery:
                 if row is None:
                     person_id = self._insert("people", person)
                     people_added += 1
+                    new_names.append(person["name"])
+                    have: set[bytes] = set()
                 else:
                     person_id = row[0]
-                for blob, quality, sha, created in templates:
-                    dup = (
-                        "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?"
+                    mine = self.db.execute(
+                        "SELECT id, person_id, embedding FROM templates WHERE person_id = ?",
+                        [person_id],
+                    ).fetchall()
+                    have = set(self._unseal(mine))
+                for plain, quality, sha, created in templates:
+                    if (
+                        self.db.execute(
+                            "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?",
+                            [person_id, sha],
+                        ).fetchone()
                         if sha is not None
-                        else "SELECT 1 FROM templates WHERE person_id = ? AND embedding = ?"
-                    )
-                    if self.db.execute(dup, [person_id, sha or blob]).fetchone():
+                        else plain in have
+                    ):
                         skipped += 1
                         continue
-                    self._insert(
-                        "templates",
-                        {
-                            "person_id": person_id,
-                            "embedding": blob,
-                            "quality": quality,
-                            "source_sha256": sha,
-                            "created": created,
-                        },
-                    )
+                    self._insert_template(key, person_id, plain, quality, sha, created)
+                    have.add(plain)
                     added += 1
             self._audit(
                 "import",
                 None,
                 bundle=str(path),
+                encrypted=sealed,
                 people_added=people_added,
+                people=new_names,
                 templates_added=added,
                 skipped=skipped,
             )
@@ -829,15 +1098,17 @@ class Gallery:
     def backup(self, path: str | os.PathLike[str]) -> None:
         """Copy the gallery to ``path`` with SQLite's online backup API (mode 0600).
 
-        Safe while the daemon runs: the copy is one consistent snapshot. It is
-        written beside ``path`` and renamed into place, so an existing backup
-        is replaced whole or not at all.
+        Safe while the daemon runs: the copy is one consistent snapshot, and
+        templates stay sealed in it. The copy must pass ``PRAGMA
+        integrity_check`` before it is renamed into place, so a damaged
+        gallery never pushes a good backup out. Any failure (a full disk
+        included) removes the partial copy and raises GalleryError.
         """
         path = Path(path)
         if path.resolve() == self.path.resolve():
             raise GalleryError(f"{path}: cannot back up a gallery onto itself")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
             os.close(fd)
         except OSError as e:
@@ -848,13 +1119,40 @@ class Gallery:
                 self.db.conn.backup(dest)
                 # A single file, readable without its -wal: take it out of WAL mode.
                 dest.execute("PRAGMA journal_mode = DELETE")
+                problems = [r[0] for r in dest.execute("PRAGMA integrity_check").fetchall()]
             finally:
                 dest.close()
+            if problems != ["ok"]:
+                raise GalleryError(f"{path}: backup refused: the copy is damaged ({problems[0]})")
             os.replace(tmp, path)
-        except (sqlite3.Error, OSError) as e:
-            with suppress(OSError):
-                os.unlink(tmp)
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (sqlite3.Error, OSError, GalleryError) as e:
+            for leftover in (tmp, f"{tmp}-journal"):
+                with suppress(OSError):
+                    os.unlink(leftover)
+            if isinstance(e, GalleryError):
+                raise
             raise GalleryError(f"{path}: backup failed ({e})") from None
+
+
+def open_gallery(
+    cfg: Config, db_path: str | os.PathLike[str] | None = None, actor: str | None = None
+) -> Gallery:
+    """The gallery the config names (or ``db_path``), sealed under its configured key.
+
+    The key is the systemd credential ``gallery-key`` if there is one, else
+    ``security.key_file`` (created on first use). The CLI and the daemon open
+    the gallery through this, so both use the same key.
+    """
+    return Gallery(
+        db_path if db_path is not None else cfg.path(cfg.gallery.db),
+        actor,
+        key_file=cfg.path(cfg.security.key_file),
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -902,6 +1200,19 @@ def _event_row(
     }
 
 
+def _make_private(db: Path) -> None:
+    """Take group and other access off the database, -wal and -shm, if this user owns them.
+
+    New files are created 0600 (SQLite gives the -wal and -shm the database's
+    mode); this mends files made by hand or by an older version.
+    """
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        with suppress(OSError):
+            st = p.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                p.chmod(0o600)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (mode 0600) through a temporary file and a rename."""
     try:
@@ -924,21 +1235,61 @@ def _write_private(path: Path, data: bytes) -> None:
 _BundleTemplate = tuple[bytes, float | None, str | None, str]
 
 
-def _read_bundle(path: Path) -> list[tuple[dict[str, Any], list[_BundleTemplate]]]:
-    """Read and check a whole bundle: (person row, templates) pairs ready to insert.
+def is_sealed_bundle(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` looks like a sealed bundle (so the CLI knows to ask for a passphrase).
 
-    Embeddings are kept byte for byte (they were stored normalised), so an
-    export/import round trip is exact; anything wrong is a GalleryError that
-    names the bundle, the entry and the fault.
+    False for anything else, a missing file included; :meth:`Gallery.import_`
+    then says what is wrong with it.
     """
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == crypto.SEALED_BUNDLE_FORMAT
+
+
+def _json_bytes(path: Path, data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise GalleryError(f"{path}: bad bundle: {what}not JSON") from None
+
+
+def _read_bundle(
+    path: Path, passphrase: str | None, allow_unencrypted: bool
+) -> tuple[list[tuple[dict[str, Any], list[_BundleTemplate]]], bool]:
+    """Open and check a whole bundle: ((person row, templates) pairs ready to insert, sealed?).
+
+    A sealed bundle is opened with ``passphrase`` first; a plain one is
+    refused unless ``allow_unencrypted``. Embeddings are kept byte for byte
+    (they were stored normalised), so an export/import round trip is exact;
+    anything wrong is a GalleryError that names the bundle, the entry and
+    the fault.
+    """
+    try:
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise GalleryError(f"{path}: bundle not found") from None
     except OSError as e:
         raise GalleryError(f"{path}: cannot read bundle ({e.strerror})") from None
-    except (ValueError, RecursionError):
-        raise GalleryError(f"{path}: bad bundle: not JSON") from None
+    data = _json_bytes(path, raw, "")
+    sealed = isinstance(data, dict) and data.get("format") == crypto.SEALED_BUNDLE_FORMAT
+    if sealed:
+        try:
+            plain = crypto.open_bundle(data, passphrase or "")
+        except GalleryError as e:
+            raise GalleryError(f"{path}: {e}") from None
+        data = _json_bytes(path, plain, "sealed content is ")
+    elif isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT and not allow_unencrypted:
+        raise GalleryError(
+            f"{path}: an unencrypted bundle (from an older edge-access) is refused: nothing"
+            " shows it was not altered; import it with --allow-unencrypted only if you trust it"
+        )
+    return _check_bundle(path, data), sealed
+
+
+def _check_bundle(path: Path, data: Any) -> list[tuple[dict[str, Any], list[_BundleTemplate]]]:
+    """Every entry of a decoded bundle checked: (person row, templates) pairs ready to insert."""
 
     def bad(where: str, why: str) -> GalleryError:
         return GalleryError(f"{path}: bad bundle: {where}: {why}")

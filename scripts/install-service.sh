@@ -103,6 +103,8 @@ want = {
     ("models", "dir"): models,
     ("gallery", "db"): f"{state}/gallery.db",
     ("daemon", "status_file"): f"{state}/status.json",
+    ("security", "key_file"): f"{state}/gallery.key",
+    ("backup", "dir"): f"{state}/backups",
 }
 text = Path(src).read_text() if Path(src).is_file() else ""
 out, section = [], None

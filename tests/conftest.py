@@ -56,6 +56,8 @@ def site(tmp_path: Path) -> Path:
     text = (ROOT / "config.yaml").read_text()
     text = text.replace("  dir: models ", f"  dir: {MODELS} ")
     text = text.replace("  db: data/gallery.db", f"  db: {tmp_path / 'gallery.db'}")
+    # The key beside the database, where a Gallery given no key looks for it.
+    text = text.replace("  key_file: data/gallery.key", f"  key_file: {tmp_path / 'gallery.key'}")
     status = tmp_path / "status.json"
     text = text.replace("  status_file: data/status.json", f"  status_file: {status}")
     (tmp_path / "config.yaml").write_text(text)

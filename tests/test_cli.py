@@ -9,6 +9,7 @@ before and after.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -621,15 +622,22 @@ def _without_ids(listing: dict[str, dict]) -> dict[str, dict]:
     return {k: {f: v for f, v in p.items() if f != "id"} for k, p in listing.items()}
 
 
+PASSPHRASE = "correct horse battery"
+WITH_PASSPHRASE = {"EDGE_BUNDLE_PASSPHRASE": PASSPHRASE}
+
+
 def test_export_import_round_trip(site: Site, db: Path, tmp_path: Path):
+    from edge import crypto
+
     bundle = tmp_path / "backup.json"
-    r = edge("export", bundle, "--json", *site.opts(db))
+    r = edge("export", bundle, "--json", *site.opts(db), env=WITH_PASSPHRASE)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"file": str(bundle), "people": len(ENROLLED)}
     assert bundle.stat().st_mode & 0o777 == 0o600
+    assert b"barack_obama" not in bundle.read_bytes()  # sealed
 
     fresh = tmp_path / "fresh" / "gallery.db"
-    r = edge("import", bundle, "--json", *site.opts(fresh))
+    r = edge("import", bundle, "--json", *site.opts(fresh), env=WITH_PASSPHRASE)
     assert r.exit_code == 0, r.output
     templates = sum(len(p) for p in ENROLLED.values())
     assert json.loads(r.stdout) == {
@@ -642,29 +650,98 @@ def test_export_import_round_trip(site: Site, db: Path, tmp_path: Path):
     assert {f["name"] for f in faces} == {"barack_obama", "joe_biden"}
 
     # Importing again adds nothing.
-    r = edge("import", bundle, *site.opts(fresh))
+    r = edge("import", bundle, *site.opts(fresh), env=WITH_PASSPHRASE)
     assert r.exit_code == 0
     assert r.stdout == f"{bundle}: 0 people, 0 templates added, {templates} already present\n"
 
-    # A corrupt bundle is refused whole.
-    data = json.loads(bundle.read_text())
+    # A bundle that does not open, or opens to something wrong, is refused whole.
+    envelope = json.loads(bundle.read_bytes())
+    data = json.loads(crypto.open_bundle(envelope, PASSPHRASE))
     data["people"].append({"name": "mallory", "templates": [{"embedding": "AAAA"}]})
     bad_embedding = tmp_path / "bad_embedding.json"
-    bad_embedding.write_text(json.dumps(data))
+    bad_embedding.write_bytes(crypto.seal_bundle(json.dumps(data).encode(), PASSPHRASE))
+    data["people"].pop()
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(data))
+    ciphertext = bytearray(base64.b64decode(envelope["ciphertext"]))
+    ciphertext[100] ^= 1
+    tampered = tmp_path / "tampered.json"
+    envelope["ciphertext"] = base64.b64encode(ciphertext).decode()
+    tampered.write_text(json.dumps(envelope))
     garbage = tmp_path / "garbage.json"
     garbage.write_bytes(os.urandom(2000))
     half = tmp_path / "half.json"
     half.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    wrong = {"EDGE_BUNDLE_PASSPHRASE": "not the passphrase"}
     before = state(fresh)
-    for bad, why in [
-        (garbage, "not JSON"),
-        (half, "not JSON"),
-        (bad_embedding, "embedding"),
-        (tmp_path / "nothing.json", "not found"),
+    for bad, why, env in [
+        (garbage, "not JSON", WITH_PASSPHRASE),
+        (half, "not JSON", WITH_PASSPHRASE),
+        (bad_embedding, "embedding", WITH_PASSPHRASE),
+        (tampered, "wrong passphrase, or the bundle was altered", WITH_PASSPHRASE),
+        (bundle, "wrong passphrase, or the bundle was altered", wrong),
+        (plain, "unencrypted bundle", WITH_PASSPHRASE),
+        (tmp_path / "nothing.json", "not found", WITH_PASSPHRASE),
     ]:
-        one_line(edge("import", bad, *site.opts(fresh)), 1, str(bad), why)
+        one_line(edge("import", bad, *site.opts(fresh), env=env), 1, str(bad), why)
         assert state(fresh) == before
     assert "mallory" not in people(site, fresh)
+    # No passphrase and no terminal to ask on: a usage error, nothing touched.
+    one_line(edge("import", bundle, *site.opts(fresh)), 2, "EDGE_BUNDLE_PASSPHRASE")
+    one_line(edge("export", tmp_path / "b2.json", *site.opts(fresh)), 2, "EDGE_BUNDLE_PASSPHRASE")
+    assert state(fresh) == before and not (tmp_path / "b2.json").exists()
+    # An old plain bundle goes in only when asked to.
+    r = edge("import", plain, "--allow-unencrypted", *site.opts(fresh))
+    assert r.exit_code == 0, r.output
+    assert r.stdout == f"{plain}: 0 people, 0 templates added, {templates} already present\n"
+
+
+def test_forget_erases_a_person(site: Site, db: Path):
+    r = edge("forget", "rose_leslie", "--json", *site.opts(db), env={"SUDO_USER": "dpo"})
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {
+        "name": "rose_leslie", "templates_erased": 1, "snapshots_erased": 0
+    }
+    assert "rose_leslie" not in people(site, db)
+    r = edge("events", "--json", "--kind", "forget", *site.opts(db))
+    (event,) = json.loads(r.stdout)
+    assert (event["name"], event["actor"]) == ("rose_leslie", "dpo")
+    assert event["detail"] == {"templates": 1}
+    one_line(edge("forget", "rose_leslie", *site.opts(db)), 1, "'rose_leslie': no such person")
+
+
+def test_key_rotation_keeps_everyone_recognised(site: Site, db: Path, tmp_path: Path):
+    # A copy of the module's key for this copy of its gallery: the others keep theirs.
+    key_file = tmp_path / "gallery.key"
+    shutil.copyfile(site.config.parent / "data" / "gallery.key", key_file)
+    key_file.chmod(0o600)
+    own = make_site(tmp_path, **{"key_file: data/gallery.key": f"key_file: {key_file}"})
+    old = key_file.read_bytes()
+    r = edge("key", "rotate", "--json", *own.opts(db), env={"SUDO_USER": "ops"})
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["templates"] == sum(len(p) for p in ENROLLED.values()) and out["backup"]
+    assert key_file.read_bytes() != old and key_file.stat().st_mode & 0o777 == 0o600
+    faces = identify(own, FACES / "group/obama_and_biden.jpg", db)
+    assert {f["name"] for f in faces} == {"barack_obama", "joe_biden"}
+    r = edge("identify", FACES / "group/obama_and_biden.jpg", *site.opts(db))
+    assert r.exit_code == 1 and "sealed under key" in r.stderr  # the old key opens nothing
+
+
+def test_backup_and_restore(site: Site, db: Path, tmp_path: Path):
+    r = edge("backup", "--json", *site.opts(db))
+    assert r.exit_code == 0, r.output
+    made = Path(json.loads(r.stdout)["file"])
+    assert made.stat().st_mode & 0o777 == 0o600
+    r = edge("backup", "--list", "--json", *site.opts(db))
+    assert str(made) in json.loads(r.stdout)
+    assert edge("remove", "rose_leslie", *site.opts(db)).exit_code == 0
+    r = edge("restore", made, "--json", *site.opts(db), env={"SUDO_USER": "ops"})
+    assert r.exit_code == 0, r.output
+    assert "rose_leslie" in people(site, db)
+    r = edge("events", "--json", "--kind", "restore", *site.opts(db))
+    (event,) = json.loads(r.stdout)
+    assert event["actor"] == "ops" and event["detail"]["backup"] == str(made)
 
 
 # --------------------------------------------------------------- configuration
@@ -717,6 +794,8 @@ def test_a_missing_config_exits_2(tmp_path: Path):
 def test_doctor_json(tmp_path: Path, site: Site):
     s = make_site(tmp_path, **{'source: "0"': f'source: "{VIDEO}"'})
     shutil.copyfile(site.db, s.db)
+    (tmp_path / "data").mkdir()  # the gallery's key goes with it
+    shutil.copy2(site.config.parent / "data" / "gallery.key", tmp_path / "data" / "gallery.key")
     r = edge("doctor", "--json", *s.opts())
     checks = json.loads(r.stdout)
     assert isinstance(checks, list) and checks

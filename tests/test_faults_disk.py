@@ -114,6 +114,7 @@ def child(data: Path) -> None:
         "door": cfg.door.model_copy(update={"unlock_seconds": 0.2}),
         "storage": cfg.storage.model_copy(update={"min_free_mb": 2.0}),
         "daemon": cfg.daemon.model_copy(update={"status_file": data / "status.json"}),
+        "security": cfg.security.model_copy(update={"key_file": data / "gallery.key"}),
     })
     db = data / "gallery.db"
     good, _ = templates_from_images(Engine(cfg), [PEOPLE / "lin_manuel_miranda/lin1.png"])

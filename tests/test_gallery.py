@@ -19,8 +19,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge import crypto
 from edge.errors import GalleryError
-from edge.gallery import SCHEMA_VERSION, Event, Gallery
+from edge.gallery import (
+    SCHEMA_VERSION,
+    Event,
+    Gallery,
+    KeyRotation,
+    is_sealed_bundle,
+    open_gallery,
+)
 from edge.match import DIM, NO_ONE
 
 
@@ -90,7 +98,7 @@ def test_enroll_list_and_look_up(gallery: Gallery, rng: np.random.Generator) -> 
     assert np.allclose(np.linalg.norm(t.embeddings, axis=1), 1.0, atol=1e-6)
     events = gallery.events(kind="enroll")
     assert [(e.name, e.actor, e.detail) for e in events] == [
-        ("alice", "tester", {"added": 2, "skipped": 0}),
+        ("alice", "tester", {"added": 2, "skipped": 0, "display_name": "Alice A."}),
         ("bob", "tester", {"added": 1, "skipped": 0}),
     ]
 
@@ -236,6 +244,7 @@ def _populate(g: Gallery, rng: np.random.Generator) -> None:
 
 
 def _snapshot(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """People and templates as stored (templates sealed), by name."""
     people = raw(
         path,
         "SELECT name, display_name, active, valid_from, valid_until, notes, created"
@@ -249,34 +258,85 @@ def _snapshot(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
     return people, templates
 
 
+def _contents(g: Gallery) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """People and templates as the gallery reads them (templates opened), by name."""
+    people = raw(
+        g.path,
+        "SELECT name, display_name, active, valid_from, valid_until, notes, created"
+        " FROM people ORDER BY name",
+    )
+    t = g.templates()
+    names = {p.id: p.name for p in g.people()}
+    meta = dict(
+        (row[0], row[1:])
+        for row in raw(g.path, "SELECT id, quality, source_sha256, created FROM templates")
+    )
+    templates = sorted(
+        (names[int(pid)], e.tobytes(), *meta[int(tid)])
+        for e, pid, tid in zip(t.embeddings, t.person_ids, t.ids, strict=True)
+    )
+    return people, templates
+
+
+PASS = "correct horse battery"
+
+
 def test_export_import_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
-    src, dst, bundle = tmp_path / "src.db", tmp_path / "dst.db", tmp_path / "out" / "b.json"
-    with Gallery(src) as g:
+    # Two sites, two gallery keys: the bundle's passphrase is all they share.
+    src, dst = tmp_path / "a" / "gallery.db", tmp_path / "b" / "gallery.db"
+    bundle = tmp_path / "out" / "b.json"
+    with Gallery(src, actor="admin") as g:
         _populate(g, rng)
-        assert g.export(bundle) == 3
+        assert g.export(bundle, PASS) == 3
+        assert g.events(kind="export")[-1].detail == {
+            "bundle": str(bundle), "people": 3, "templates": 4
+        }
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    assert json.loads(bundle.read_bytes())["format"] == "edge-gallery-sealed"
+    assert is_sealed_bundle(bundle) and not is_sealed_bundle(tmp_path / "missing.json")
     with Gallery(dst) as g:
-        r = g.import_(bundle)
+        r = g.import_(bundle, PASS)
         assert (r.people_added, r.templates_added, r.skipped_duplicates) == (3, 4, 0)
-        again = g.import_(bundle)  # idempotent, even for the template without a sha
+        again = g.import_(bundle, PASS)  # idempotent, even for the template without a sha
         assert (again.people_added, again.templates_added, again.skipped_duplicates) == (0, 0, 4)
-    assert _snapshot(dst) == _snapshot(src)
+        assert g.events(kind="import")[0].detail["encrypted"] is True
+        with Gallery(src) as s:
+            assert _contents(g) == _contents(s)
+
+
+def test_bundle_holds_no_plain_embedding(tmp_path: Path, rng: np.random.Generator) -> None:
+    e = unit(rng)
+    bundle = tmp_path / "b.json"
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("alice", [(e, 0.9, sha(1))])
+        g.export(bundle, PASS)
+    data = bundle.read_bytes()
+    plain = e.astype("<f4").tobytes()
+    assert b"alice" not in data and plain[:16] not in data
+    assert base64.b64encode(plain)[:16] not in data
 
 
 def test_import_merges_and_local_decisions_win(tmp_path: Path, rng: np.random.Generator) -> None:
     src, dst, bundle = tmp_path / "src.db", tmp_path / "dst.db", tmp_path / "b.json"
     with Gallery(src) as g:
         g.enroll("alice", [(unit(rng), 0.9, sha(1)), (unit(rng), 0.9, sha(2))], "Alice")
-        g.export(bundle)
+        g.export(bundle, PASS)
     with Gallery(dst) as g:
         g.enroll("alice", [(unit(rng), 0.9, sha(1))], "Ally")
         g.set_active("alice", False)
         g.enroll("zed", [(unit(rng), 0.9, sha(9))])
-        r = g.import_(bundle)
+        r = g.import_(bundle, PASS)
         assert (r.people_added, r.templates_added, r.skipped_duplicates) == (0, 1, 1)
         alice = g.person("alice")
         assert (alice.active, alice.display_name, alice.templates) == (False, "Ally", 2)
         assert g.person("zed").templates == 1  # nothing is deleted
+
+
+def test_export_needs_a_real_passphrase(gallery: Gallery, tmp_path: Path) -> None:
+    for bad in ("", "short", None):
+        with pytest.raises(GalleryError, match="at least 8 characters"):
+            gallery.export(tmp_path / "b.json", bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "b.json").exists()
 
 
 def _bundle(rng: np.random.Generator) -> dict[str, Any]:
@@ -290,6 +350,7 @@ def _nan_embedding(b: dict[str, Any]) -> None:
     b["people"][1]["templates"][0]["embedding"] = base64.b64encode(nan).decode()
 
 
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "plain"])
 @pytest.mark.parametrize(
     ("spoil", "message"),
     [
@@ -308,7 +369,7 @@ def _nan_embedding(b: dict[str, Any]) -> None:
     ],
 )
 def test_bad_bundle_is_refused_and_the_file_unchanged(
-    db_path: Path, tmp_path: Path, rng: np.random.Generator, spoil: Any, message: str
+    db_path: Path, tmp_path: Path, rng: np.random.Generator, spoil: Any, message: str, sealed: bool
 ) -> None:
     with Gallery(db_path) as g:
         g.enroll("zed", [(unit(rng), 0.9, sha(9))])
@@ -316,19 +377,80 @@ def test_bad_bundle_is_refused_and_the_file_unchanged(
     b = _bundle(rng)
     spoil(b)
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(b))
+    text = json.dumps(b).encode()
+    path.write_bytes(crypto.seal_bundle(text, PASS) if sealed else text)
     with Gallery(db_path) as g, pytest.raises(GalleryError, match=f"bad bundle: .*{message}"):
-        g.import_(path)
+        g.import_(path, PASS, allow_unencrypted=True)
     assert digest(db_path) == before
+
+
+def _tamper(path: Path) -> None:
+    envelope = json.loads(path.read_bytes())
+    ct = bytearray(base64.b64decode(envelope["ciphertext"]))
+    ct[len(ct) // 2] ^= 1
+    envelope["ciphertext"] = base64.b64encode(bytes(ct)).decode()
+    path.write_text(json.dumps(envelope))
+
+
+def _weaker_kdf(path: Path) -> None:
+    envelope = json.loads(path.read_bytes())
+    envelope["kdf"]["n"] = 2**14
+    path.write_text(json.dumps(envelope))
+
+
+@pytest.mark.parametrize(
+    ("passphrase", "spoil", "message"),
+    [
+        ("wrong horse battery", None, "wrong passphrase, or the bundle was altered"),
+        (None, None, "sealed: a passphrase is needed"),
+        (PASS, _tamper, "wrong passphrase, or the bundle was altered"),
+        (PASS, _weaker_kdf, "wrong passphrase, or the bundle was altered"),
+        (PASS, lambda p: p.write_bytes(p.read_bytes()[:-40]), "not JSON"),
+    ],
+)
+def test_a_bundle_that_does_not_open_changes_nothing(
+    db_path: Path, tmp_path: Path, rng: np.random.Generator,
+    passphrase: str | None, spoil: Any, message: str,
+) -> None:
+    bundle = tmp_path / "b.json"
+    with Gallery(tmp_path / "other" / "g.db") as g:
+        g.enroll("mallory", [(unit(rng), 0.9, sha(1))])
+        g.export(bundle, PASS)
+    if spoil:
+        spoil(bundle)
+    with Gallery(db_path) as g:
+        g.enroll("zed", [(unit(rng), 0.9, sha(9))])
+    before = digest(db_path)
+    with Gallery(db_path) as g, pytest.raises(GalleryError) as err:
+        g.import_(bundle, passphrase)
+    assert str(err.value).startswith(f"{bundle}: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert digest(db_path) == before
+
+
+def test_a_plain_bundle_is_refused_unless_allowed(
+    db_path: Path, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(_bundle(rng)))
+    with Gallery(db_path) as g:
+        g.enroll("zed", [(unit(rng), 0.9, sha(9))])
+    before = digest(db_path)
+    with Gallery(db_path) as g, pytest.raises(GalleryError, match="unencrypted bundle .* refused"):
+        g.import_(path, PASS)
+    assert digest(db_path) == before
+    with Gallery(db_path, actor="admin") as g:
+        assert g.import_(path, allow_unencrypted=True).people_added == 2
+        assert g.events(kind="import")[-1].detail["encrypted"] is False
 
 
 def test_non_json_bundle(gallery: Gallery, tmp_path: Path) -> None:
     path = tmp_path / "b.json"
     path.write_bytes(b"\x89PNG not json")
     with pytest.raises(GalleryError, match="bad bundle: not JSON"):
-        gallery.import_(path)
+        gallery.import_(path, PASS)
     with pytest.raises(GalleryError, match="bundle not found"):
-        gallery.import_(tmp_path / "missing.json")
+        gallery.import_(tmp_path / "missing.json", PASS)
 
 
 # ------------------------------------------------------------------ schema and files
@@ -366,19 +488,26 @@ def test_a_version_1_gallery_is_migrated_and_keeps_its_data(
     conn.commit()
     conn.close()
 
-    with Gallery(db_path) as g:
+    with Gallery(db_path, actor="root") as g:
         old = g.person("old")
         assert (old.id, old.display_name, old.active, old.templates) == (7, "Old Timer", False, 1)
         assert (old.valid_from, old.valid_until, old.notes) == (None, None, None)
         assert np.array_equal(g.templates().embeddings[0], e)
-        assert [(x.kind, x.name, x.decision, x.actor) for x in g.events()] == [
-            ("access", "old", "granted", None)
-        ]
+        events = [(x.kind, x.name, x.decision, x.actor) for x in g.events()]
+        assert events == [("access", "old", "granted", None), ("migrate", None, None, "root")]
+        key = crypto.read_key(db_path.parent / "gallery.key")
+        assert g.events(kind="migrate")[0].detail == {
+            "schema": 3, "templates_sealed": 1, "key": crypto.fingerprint(key)
+        }
         assert g.generation() == 0
         g.set_validity("old", "2024-06-01T00:00Z", None)  # the new columns work
         g.log_event("door", detail={"state": "open"}, mono=12.5)
         assert g.generation() == 1
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    # Sealed in place, and the plain bytes are gone from the file.
+    (blob,) = raw(db_path, "SELECT embedding FROM templates")[0]
+    assert len(blob) == e.nbytes + crypto.OVERHEAD and blob[1:5] == crypto.key_id(key)
+    assert e.tobytes()[:32] not in db_path.read_bytes()
 
 
 def test_a_newer_schema_is_refused(db_path: Path) -> None:
@@ -498,3 +627,227 @@ def test_backup_is_a_sound_private_copy(
         assert copy.integrity_check() == "ok"
     with pytest.raises(GalleryError, match="onto itself"):
         gallery.backup(db_path)
+
+
+# ------------------------------------------------------------------ sealing at rest
+
+
+def test_a_copied_gallery_yields_no_embedding(tmp_path: Path, rng: np.random.Generator) -> None:
+    site = tmp_path / "site" / "gallery.db"
+    e = unit(rng)
+    with Gallery(site) as g:
+        g.enroll("alice", [(e, 0.9, sha(1))])
+    data = site.read_bytes()
+    plain = e.astype("<f4").tobytes()
+    assert all(plain[i : i + 16] not in data for i in range(0, len(plain), 16))
+
+    stolen = tmp_path / "elsewhere" / "gallery.db"
+    stolen.parent.mkdir()
+    stolen.write_bytes(data)
+    with Gallery(stolen) as g:
+        assert [p.name for p in g.people()] == ["alice"]  # names are not secret
+        with pytest.raises(GalleryError, match="gallery.key: key file not found"):
+            g.templates()
+    with Gallery(stolen) as g, pytest.raises(GalleryError, match="key file not found"):
+        g.enroll("mallory", [(unit(rng), 0.9, sha(2))])
+    assert not (stolen.parent / "gallery.key").exists()  # a new key would open nothing here
+    with Gallery(stolen, key=crypto.new_key()) as g:
+        with pytest.raises(GalleryError, match="sealed under key .* but the given key holds"):
+            g.matcher()
+        with pytest.raises(GalleryError, match="sealed under key"):
+            g.enroll("mallory", [(unit(rng), 0.9, sha(2))])  # never two keys in one gallery
+
+
+def test_blobs_cannot_be_swapped_or_altered(db_path: Path, rng: np.random.Generator) -> None:
+    with Gallery(db_path) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))])
+        g.enroll("mallory", [(unit(rng), 0.9, sha(2))])
+    conn = sqlite3.connect(db_path)
+    # Mallory's template moved onto Alice's row: it opens only where it was sealed.
+    conn.execute(
+        "UPDATE templates SET embedding = (SELECT embedding FROM templates WHERE id = 2)"
+        " WHERE id = 1"
+    )
+    conn.commit()
+    conn.close()
+    with Gallery(db_path) as g, pytest.raises(GalleryError, match=r"template 1 \(person 1\): auth"):
+        g.matcher()
+
+    with Gallery(db_path) as g:
+        g.remove("alice")
+    conn = sqlite3.connect(db_path)
+    (blob,) = conn.execute("SELECT embedding FROM templates").fetchone()
+    conn.execute("UPDATE templates SET embedding = ?", [blob[:-1] + bytes([blob[-1] ^ 1])])
+    conn.commit()
+    conn.close()
+    with Gallery(db_path) as g, pytest.raises(GalleryError, match="altered"):
+        g.templates()
+
+
+def test_events_only_never_touch_the_key(db_path: Path) -> None:
+    with Gallery(db_path) as g:
+        g.log_event("access", decision="denied", reason="unknown")
+        assert g.matcher().person_count == 0
+        g.add_person("carol")
+    assert not (db_path.parent / "gallery.key").exists()
+
+
+def test_open_gallery_uses_the_configured_key(tmp_path: Path, rng: np.random.Generator) -> None:
+    from edge.config import Config
+
+    cfg = Config(base_dir=tmp_path)
+    with open_gallery(cfg, actor="admin") as g:
+        assert g.path == tmp_path / "data" / "gallery.db" and g.actor == "admin"
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))])
+    key_file = tmp_path / "data" / "gallery.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    other = tmp_path / "other.db"
+    with open_gallery(cfg, other) as g:
+        g.enroll("bob", [(unit(rng), 0.9, sha(2))])
+    with Gallery(other, key=crypto.read_key(key_file)) as g:
+        assert len(g.templates().ids) == 1
+
+
+def test_database_wal_and_shm_are_private(db_path: Path, rng: np.random.Generator) -> None:
+    with Gallery(db_path) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))])
+        for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    db_path.chmod(0o644)  # made by hand, or by an older version
+    with Gallery(db_path):
+        assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+def test_rotate_key_reseals_everything_in_one_go(db_path: Path, rng: np.random.Generator) -> None:
+    key_file = db_path.parent / "gallery.key"
+    with Gallery(db_path, actor="admin") as g:
+        _populate(g, rng)
+        before = _contents(g)
+        old_key = crypto.read_key(key_file)
+        old_blobs = raw(db_path, "SELECT embedding FROM templates")
+        generation = g.generation()
+        rotation = g.rotate_key()
+        new_key = crypto.read_key(key_file)
+        assert rotation == KeyRotation(crypto.fingerprint(old_key), crypto.fingerprint(new_key), 4)
+        assert new_key != old_key and not crypto.staged_path(key_file).exists()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert _contents(g) == before and g.generation() == generation + 1
+        event = g.events(kind="key_rotation")[-1]
+        assert (event.actor, event.detail) == (
+            "admin",
+            {"old": crypto.fingerprint(old_key), "new": crypto.fingerprint(new_key),
+             "templates": 4},
+        )
+    blobs = raw(db_path, "SELECT embedding FROM templates")
+    assert all(b[0][1:5] == crypto.key_id(new_key) for b in blobs)
+    assert not set(blobs) & set(old_blobs)
+    with Gallery(db_path, key=old_key) as g, pytest.raises(GalleryError, match="sealed under"):
+        g.templates()
+    with Gallery(db_path) as g:
+        assert _contents(g) == before
+
+
+def test_rotate_key_with_a_key_in_hand(db_path: Path, rng: np.random.Generator) -> None:
+    k1, k2 = crypto.new_key(), crypto.new_key()
+    with Gallery(db_path, key=k1) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))])
+        with pytest.raises(GalleryError, match="give the new key"):
+            g.rotate_key()
+        with pytest.raises(GalleryError, match="32 bytes"):
+            g.rotate_key(b"short")
+        assert g.rotate_key(k2).templates == 1
+        assert len(g.templates().ids) == 1
+    assert not (db_path.parent / "gallery.key").exists()
+    with Gallery(db_path, key=k2) as g:
+        assert len(g.templates().ids) == 1
+
+
+def test_another_process_rotating_the_key_is_followed(
+    db_path: Path, rng: np.random.Generator
+) -> None:
+    with Gallery(db_path) as daemon, Gallery(db_path, actor="admin") as admin:
+        daemon.enroll("alice", [(unit(rng), 0.9, sha(1))])
+        m = daemon.matcher()
+        admin.rotate_key()
+        assert daemon.changed(m.generation)
+        assert daemon.matcher().person_count == 1  # re-reads the key file
+        daemon.enroll("bob", [(unit(rng), 0.9, sha(2))])  # sealed under the new key
+    assert len({b[0][1:5] for b in raw(db_path, "SELECT embedding FROM templates")}) == 1
+
+
+def test_a_rotation_cut_short_loses_no_key(db_path: Path, rng: np.random.Generator) -> None:
+    key_file = db_path.parent / "gallery.key"
+    with Gallery(db_path) as g:
+        g.enroll("alice", [(unit(rng), 0.9, sha(1))])
+        before = _contents(g)
+    old = crypto.read_key(key_file)
+
+    # Staged, but the transaction never committed: the old key stays in charge.
+    crypto.stage_key(key_file, crypto.new_key())
+    with Gallery(db_path) as g:
+        assert _contents(g) == before
+        g.enroll("bob", [(unit(rng), 0.9, sha(2))])
+        before = _contents(g)
+    assert crypto.read_key(key_file) == old
+
+    # Committed, then the power went before the rename: whoever opens next installs it.
+    new = crypto.new_key()
+    with Gallery(db_path, key=old) as g:
+        g.rotate_key(new)
+    crypto.stage_key(key_file, new)
+    with Gallery(db_path) as g:
+        assert _contents(g) == before
+    assert crypto.read_key(key_file) == new and not crypto.staged_path(key_file).exists()
+
+
+# ------------------------------------------------------------------ accountability
+
+
+def test_forget_erases_a_person_and_keeps_the_history(
+    db_path: Path, rng: np.random.Generator
+) -> None:
+    e = unit(rng)
+    with Gallery(db_path, actor="dpo") as g:
+        g.add_person("alice", notes="a note only alice has")
+        g.enroll("alice", [(e, 0.9, sha(1)), (unit(rng), 0.8, sha(2))])
+        g.enroll("bob", [(unit(rng), 0.9, sha(3))])
+        g.log_event("access", name="alice", decision="granted")
+        generation = g.generation()
+        assert g.forget("alice") == 2
+        assert [p.name for p in g.people()] == ["bob"]
+        assert g.generation() == generation + 1
+        event = g.events(kind="forget")[-1]
+        assert (event.name, event.actor, event.detail) == ("alice", "dpo", {"templates": 2})
+        assert [x.name for x in g.events(kind="access")] == ["alice"]
+        with pytest.raises(GalleryError, match="'alice': no such person"):
+            g.forget("alice")
+    assert raw(db_path, "SELECT count(*) FROM templates") == [(1,)]
+    assert b"a note only alice has" not in db_path.read_bytes()
+
+
+def test_every_admin_change_names_its_actor(tmp_path: Path, rng: np.random.Generator) -> None:
+    db, bundle = tmp_path / "g.db", tmp_path / "b.json"
+    with Gallery(tmp_path / "src" / "g.db") as g:
+        g.enroll("zoe", [(unit(rng), 0.9, sha(9))])
+        g.export(bundle, PASS)
+    with Gallery(db, actor="ops") as g:
+        g.add_person("ann")
+        g.enroll("ann", [(unit(rng), 0.9, sha(1))])
+        g.rename("ann", "anna")
+        g.set_active("anna", False)
+        g.set_active("anna", True)
+        g.set_validity("anna", None, "2030-01-01T00:00Z")
+        g.import_(bundle, PASS)
+        g.export(tmp_path / "out.json", PASS)
+        g.rotate_key()
+        g.remove("zoe")
+        g.forget("anna")
+        events = g.events()
+    assert [e.kind for e in events] == [
+        "enroll", "enroll", "rename", "disable", "enable", "validity", "import", "export",
+        "key_rotation", "remove", "forget",
+    ]
+    assert {e.actor for e in events} == {"ops"}
+    assert all(e.detail for e in events[1:])
+    assert events[3].detail == {"active": False}
+    assert events[6].detail["people"] == ["zoe"]
