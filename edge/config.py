@@ -9,8 +9,9 @@ config, models and database together wherever it likes.
 from __future__ import annotations
 
 import os
+import reprlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +21,11 @@ from .errors import ConfigError
 #: Where the package's own default configuration lives (the repository root).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config.yaml"
+#: A config file is a few kilobytes; anything past this is refused unread (and
+#: PyYAML parses about 100 KB a second on a laptop).
+MAX_CONFIG_BYTES = 100_000
+#: Sections hold values, so a config is three levels deep; past this it is refused.
+MAX_DEPTH = 20
 
 
 class _Section(BaseModel):
@@ -185,14 +191,52 @@ class Config(_Section):
         return p if p.is_absolute() else (self.base_dir / p)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases, and only so deep.
+
+    A config has no use for aliases, and they are what make a few lines of
+    YAML expand to billions of nodes ("billion laughs", chains of ``<<``
+    merges); the depth limit keeps nesting from reaching Python's recursion
+    limit.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
+            )
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nesting over {MAX_DEPTH} deep is not allowed",
+                self.peek_event().start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+#: Values quoted in error messages are cut short: the message is one line.
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlist = _repr.maxdict = 6
+_repr.maxlevel = 2
+_short = _repr.repr
+
+
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
-    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    where = ".".join(
+        str(x)[:60] if str(x).isprintable() else _short(str(x)) for x in first["loc"]
+    ) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif "input" in first and not isinstance(first["input"], dict):
-        msg = f"{msg} (got {first['input']!r})"
+        msg = f"{msg} (got {_short(first['input'])})"
     return f"{where}: {msg}"
 
 
@@ -205,19 +249,25 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         path = os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, not a config")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+        problem = getattr(e, "problem", None)
+        detail = f" ({problem})" if problem and "not allowed" in problem else ""
+        raise ConfigError(f"{path}: not valid YAML{where}{detail}") from None
+    except Exception as e:  # PyYAML's constructors raise builtins on bad scalars (2001-13-45)
+        raise ConfigError(f"{path}: not valid YAML ({_short(str(e))})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

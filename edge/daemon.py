@@ -36,17 +36,20 @@ from . import notify
 from .backup import Backups, startup_check
 from .camera import Frame, FrameGrabber, Source, open_source
 from .config import Config, load_config
-from .decision import Decider, Decision, Tracker, Vote
+from .decision import Alarm, Decider, Decision, Tracker, Vote
 from .engine import Engine
 from .errors import ConfigError, EdgeError
 from .events import EventWriter
 from .gallery import Gallery, open_gallery
+from .snapshots import SnapshotStore
 from .storage import StorageMonitor
 
 log = logging.getLogger("edge.daemon")
 
 #: How often the loop asks the gallery whether people changed, and rewrites status.
 POLL_SECONDS = 1.0
+#: How often snapshots past privacy.snapshot_days are deleted.
+PURGE_SECONDS = 3600.0
 
 
 class Daemon:
@@ -103,6 +106,8 @@ class Daemon:
         self.started = time.monotonic()
         self._last_poll = 0.0
         self._last_watchdog = 0.0
+        self.snapshots: SnapshotStore | None = None
+        self._last_purge = -float("inf")
         self._fps_window: deque[float] = deque(maxlen=60)
         self._watchdog = notify.watchdog_interval()
 
@@ -115,6 +120,7 @@ class Daemon:
             ("gallery check", self._check_gallery),
             ("gallery", self._start_gallery),
             ("events", self._start_events),
+            ("snapshots", self._start_snapshots),
             ("door", self._start_door),
             ("voice", self._start_voice),
             ("camera", self._start_camera),
@@ -144,7 +150,12 @@ class Daemon:
         if mode in ("active", "both") and self.mesh is None:
             self.mesh = FaceMesh(load_interpreter(models.require(d, "facemesh"), threads))
         self.tracker = Tracker(self.cfg.decision.window_frames, self.cfg.liveness)
-        self.decider = Decider(self.cfg.decision, self.cfg.liveness)
+        # A reload keeps a running lockout and its count: SIGHUP must not lift it.
+        old: Decider | None = getattr(self, "decider", None)
+        kept = old.lockout if old is not None else None
+        self.decider = Decider(
+            self.cfg.decision, self.cfg.liveness, self.cfg.security, lockout=kept
+        )
 
     def _check_gallery(self) -> None:
         """Integrity check before anything opens the file; may restore a backup (logged)."""
@@ -154,6 +165,19 @@ class Daemon:
         self.gallery = open_gallery(self.cfg, self.db_path)
         self.backups = Backups(self.db_path, self.cfg)
         self.matcher = self.gallery.matcher(self.cfg.match)
+
+    def _start_snapshots(self) -> None:
+        """Snapshots of refused faces, if decision.snapshot_dir is set; old ones purged now."""
+        d = self.cfg.decision
+        self.snapshots = None
+        if d.snapshot_dir is not None:
+            self.snapshots = SnapshotStore(
+                self.cfg.path(d.snapshot_dir),
+                d.snapshot_max_mb,
+                self.cfg.privacy.snapshot_days,
+                min_free_mb=self.cfg.storage.min_free_mb,
+            )
+            self.snapshots.purge(time.time())
 
     def _start_events(self) -> None:
         self.events = EventWriter(self.db_path, memory_cap=self.cfg.storage.event_memory_cap)
@@ -262,6 +286,8 @@ class Daemon:
             if d is not None:
                 self.act(d, frame)
                 made.append(d)
+        for alarm in self.decider.pop_alarms(t):
+            self._alarm(alarm, frame)
         return made
 
     def act(self, d: Decision, frame: Frame) -> None:
@@ -297,28 +323,18 @@ class Daemon:
             d.reason,
         )
         # Low on space: snapshots go first; the decision above is already made and queued.
-        if d.name is None and self.cfg.decision.snapshot_dir is not None and self.storage.ok():
-            self._snapshot(frame)
+        if d.decision == "denied" and self.snapshots is not None and self.storage.ok():
+            self.snapshots.save(frame.image, d.name, frame.t_wall)
+
+    def _alarm(self, alarm: Alarm, frame: Frame) -> None:
+        """Record a lockout starting or ending as one ``alarm`` event."""
+        detail = {"lockout": alarm.state, "failures": alarm.failures, "frame": frame.index}
+        self._event("alarm", reason=alarm.reason, detail=detail)
+        log.warning("%s", alarm.reason)
 
     def _event(self, kind: str, **fields: Any) -> None:
         if self.events is not None:
             self.events.put(kind, **fields)
-
-    def _snapshot(self, frame: Frame) -> None:
-        """Save an unknown face's frame, oldest snapshots removed past the size cap."""
-        folder = self.cfg.path(self.cfg.decision.snapshot_dir)  # type: ignore[arg-type]
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(folder / f"unknown-{int(frame.t_wall * 1000)}.jpg"), frame.image)
-            files = sorted(folder.glob("unknown-*.jpg"))
-            cap = self.cfg.decision.snapshot_max_mb * 1e6
-            total = sum(f.stat().st_size for f in files)
-            while files and total > cap:
-                oldest = files.pop(0)
-                total -= oldest.stat().st_size
-                oldest.unlink()
-        except OSError as e:
-            log.warning("snapshot not saved (%s)", e)
 
     # -- housekeeping: watchdog, reloads, status ----------------------------------
 
@@ -334,6 +350,9 @@ class Daemon:
         if now - self._last_poll < POLL_SECONDS:
             return
         self._last_poll = now
+        if self.snapshots is not None and now - self._last_purge >= PURGE_SECONDS:
+            self._last_purge = now
+            self.snapshots.purge(time.time())
         self._check_storage()
         self._check_camera()
         assert self.gallery is not None
@@ -383,6 +402,7 @@ class Daemon:
         if self.events is not None:
             self.events.memory_cap = cfg.storage.event_memory_cap
         self._start_models()
+        self._start_snapshots()
         assert self.gallery is not None
         try:
             self.matcher = self.gallery.matcher(cfg.match)
@@ -417,6 +437,7 @@ class Daemon:
             "events_waiting": self.events.waiting if self.events else 0,
             "storage_ok": self.storage.ok(),
             "liveness": self.cfg.liveness.mode,
+            "locked_out": self.decider.lockout.locked,
             "people": self.matcher.person_count,
             "door_simulated": bool(getattr(self.door, "simulated", False)),
             "last_decision": last,

@@ -1,4 +1,4 @@
-"""From faces in frames to access decisions: tracking, voting, liveness, cooldowns.
+"""From faces in frames to access decisions: tracking, voting, liveness, cooldowns, lockout.
 
 Pure logic on values, no models and no hardware, so every rule is tested on
 its own. Time is a monotonic clock in seconds (the frames' own timestamps),
@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from .config import DecisionConfig, LivenessConfig
+from .config import DecisionConfig, LivenessConfig, SecurityConfig
 from .detect import iou
 from .liveness import BlinkDetector, LivenessResult, passive_verdict
 from .match import Match
@@ -49,6 +49,8 @@ class Track:
     blink: BlinkDetector | None = None
     decided: bool = False
     reported_unknown: bool = False
+    failure: int | None = None  # this track's count in the lockout, if it failed
+    refused_lockout: bool = False
     frames: int = 0
 
 
@@ -64,6 +66,92 @@ class Decision:
     reason: str
     track: int
     latency: float  # seconds from the track's first frame to this decision (frame time)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A lockout starting or ending: the daemon writes each as one ``alarm`` event."""
+
+    state: Literal["started", "ended"]
+    t: float  # frame time at which it was noticed
+    reason: str
+    failures: int  # failures within the window when it started (0 when it ended)
+
+
+class Lockout:
+    """Too many failed attempts in a short time stop every grant for a while.
+
+    The :class:`Decider` reports one failure per track that showed an
+    unknown face or failed liveness, however long the face stays: a photo
+    held up for a minute is one failure, photo after photo (new tracks) add
+    up. ``lockout_failures`` of them within ``lockout_window_seconds`` start
+    a lockout of ``lockout_seconds``; failures during a lockout keep counting,
+    so an attacker who carries on is locked out again as soon as it ends.
+
+    Time is the frames' monotonic clock. A clock that steps backwards (a
+    video file reopened) counts as no time passing, so a lockout is neither
+    cut short nor stretched by it.
+    """
+
+    def __init__(self, cfg: SecurityConfig) -> None:
+        self.cfg = cfg
+        self._failures: dict[int, tuple[float, str]] = {}  # number -> (elapsed, why)
+        self._count = 0
+        self._until: float | None = None  # elapsed time the lockout ends at
+        self._alarms: list[Alarm] = []
+        self._elapsed = 0.0
+        self._last_t: float | None = None
+
+    def _tick(self, t: float) -> float:
+        """Frame time ``t`` as seconds elapsed on a clock that never runs backwards."""
+        if self._last_t is not None and t > self._last_t:
+            self._elapsed += t - self._last_t
+        self._last_t = t
+        return self._elapsed
+
+    def fail(self, t: float, why: str) -> int:
+        """Count one failed attempt at frame time ``t``; returns its number for :meth:`forgive`."""
+        now = self._tick(t)
+        self.active(t)
+        self._count += 1
+        self._failures[self._count] = (now, why)
+        window = self.cfg.lockout_window_seconds
+        self._failures = {k: v for k, v in self._failures.items() if now - v[0] < window}
+        n = len(self._failures)
+        if self._until is None and n >= self.cfg.lockout_failures:
+            self._until = now + self.cfg.lockout_seconds
+            whys = [w for _, w in self._failures.values()]
+            kinds = ", ".join(f"{whys.count(w)} {w}" for w in sorted(set(whys)))
+            self._alarms.append(Alarm(
+                "started", t,
+                f"lockout: {n} failed attempts within {window:g} s ({kinds}); "
+                f"no grants for {self.cfg.lockout_seconds:g} s",
+                n,
+            ))
+        return self._count
+
+    def forgive(self, failure: int) -> None:
+        """Take back a failure: its track turned out to be someone let in (or due to be)."""
+        self._failures.pop(failure, None)
+
+    @property
+    def locked(self) -> bool:
+        """Whether a lockout holds as of the last frame seen (for status; does not tick)."""
+        return self._until is not None
+
+    def active(self, t: float) -> bool:
+        """Whether grants are refused at frame time ``t`` (noticing the end of a lockout)."""
+        now = self._tick(t)
+        if self._until is not None and now >= self._until:
+            self._until = None
+            self._alarms.append(Alarm("ended", t, "lockout ended", 0))
+        return self._until is not None
+
+    def pop_alarms(self, t: float) -> list[Alarm]:
+        """The lockout starts and ends since the last call, oldest first, as of time ``t``."""
+        self.active(t)
+        alarms, self._alarms = self._alarms, []
+        return alarms
 
 
 class Tracker:
@@ -143,11 +231,28 @@ class Decider:
     within their validity window, and no grant to them in the last
     ``cooldown_seconds``. Unknown faces are reported at most every
     ``unknown_log_seconds``.
+
+    Unknown faces and liveness failures are counted by a :class:`Lockout`
+    (``security``, default :class:`SecurityConfig`); while it holds, a grant
+    is refused with reason "lockout", once per track (the same track is let
+    in if it is still there when the lockout ends). Pass ``lockout`` to keep
+    one across a config reload (it takes the new ``security`` settings). The
+    daemon drains :meth:`pop_alarms` every frame and writes each as an
+    ``alarm`` event.
     """
 
-    def __init__(self, cfg: DecisionConfig, liveness: LivenessConfig) -> None:
+    def __init__(
+        self,
+        cfg: DecisionConfig,
+        liveness: LivenessConfig,
+        security: SecurityConfig | None = None,
+        lockout: Lockout | None = None,
+    ) -> None:
         self.cfg = cfg
         self.liveness = liveness
+        self.lockout = lockout or Lockout(security or SecurityConfig())
+        if security is not None:
+            self.lockout.cfg = security
         self._last_grant: dict[str, float] = {}
         self._last_denial: dict[str, float] = {}
         self._last_unknown = -float("inf")
@@ -168,6 +273,15 @@ class Decider:
             return self._unknown(track, latest, t)
         return None
 
+    def pop_alarms(self, t: float) -> list[Alarm]:
+        """Lockout starts and ends since the last call (see :meth:`Lockout.pop_alarms`)."""
+        return self.lockout.pop_alarms(t)
+
+    def _fail(self, track: Track, t: float, why: str) -> None:
+        """Count ``track`` as a failed attempt, once however often it fails."""
+        if track.failure is None:
+            track.failure = self.lockout.fail(t, why)
+
     def _known(self, track: Track, vote: Vote, recent: list[Vote], t: float) -> Decision | None:
         name = vote.name
         assert name is not None
@@ -176,10 +290,14 @@ class Decider:
         live = liveness_verdict(track, self.liveness, t)
         if live is None:
             return None
+        refusal = vote.match.refusal()
+        if not live.live:
+            self._fail(track, t, "liveness")
+        elif refusal is None and track.failure is not None:
+            self.lockout.forgive(track.failure)  # an unknown first, recognised once it turned
         if t - self._last_grant.get(name, -float("inf")) < self.cfg.cooldown_seconds:
             track.decided = True  # same visit: already let in
             return None
-        refusal = vote.match.refusal()
         if not live.live or refusal is not None:
             track.decided = True
             if t - self._last_denial.get(name, -float("inf")) < self.cfg.cooldown_seconds:
@@ -195,6 +313,12 @@ class Decider:
                 track.id,
                 t - track.first_seen,
             )
+        if self.lockout.active(t):
+            if track.refused_lockout:
+                return None
+            track.refused_lockout = True
+            return Decision("denied", name, vote.match.display_name, sim, live.score, "lockout",
+                            track.id, t - track.first_seen)
         track.decided = True
         self._last_grant[name] = t
         return Decision(
@@ -214,6 +338,7 @@ class Decider:
         if track.reported_unknown:
             return None
         track.reported_unknown = True
+        self._fail(track, t, "unknown face")
         if t - self._last_unknown < self.cfg.unknown_log_seconds:
             return None
         self._last_unknown = t

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,25 @@ def _complete(fmt: str, data: bytes) -> bool:
         # the last end-of-image marker must come after the last start-of-scan.
         return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") > 0
     if fmt == "png":
-        return b"IEND" in data[-32:] or data.rfind(b"IEND") > 0
+        return _png_chunks_fit(data)
     return True
+
+
+def _png_chunks_fit(data: bytes) -> bool:
+    """Whether every PNG chunk up to IEND lies within ``data``.
+
+    OpenCV 5 allocates each chunk's declared length before reading it, so
+    one flipped length byte in an 8 KB file made it allocate gigabytes.
+    """
+    i = 8
+    while i + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        if length > len(data) - i - 12:
+            return False
+        if data[i + 4 : i + 8] == b"IEND":
+            return True
+        i += 12 + length
+    return False
 
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np.ndarray:
@@ -120,7 +138,10 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np
         raise ImageError(f"{name}: image too large to decode safely ({w}x{h} pixels)")
     if not _complete(fmt, data):
         raise ImageError(f"{name}: truncated {fmt.upper()} file")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a BMP 2.5 million pixels wide and 1 high: OpenCV asserts
+        bgr = None
     if bgr is None or bgr.size == 0:
         raise ImageError(f"{name}: cannot decode {fmt.upper()} data")
     return bgr
@@ -129,19 +150,43 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np
 def read_image(
     path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES
 ) -> Image:
-    """Read and decode an image file safely; see :func:`decode`."""
+    """Read and decode an image file safely; see :func:`decode`.
+
+    Only regular files are read, and never more than ``max_bytes``: a FIFO
+    would block forever and ``/dev/zero`` would fill the memory.
+    """
     p = Path(path)
     try:
-        if p.is_dir():
-            raise ImageError(f"{p}: is a folder, not an image")
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise ImageError(f"{p}: file too large ({size} bytes)")
-        data = p.read_bytes()
+        data = _read_file(p, max_bytes)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
     except PermissionError:
         raise ImageError(f"{p}: permission denied") from None
     except OSError as e:
         raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
+    except ValueError:  # a NUL in the path
+        raise ImageError(f"{str(p)!r}: not a usable file name") from None
     return Image(decode(data, max_pixels, str(p)), str(p), hashlib.sha256(data).hexdigest())
+
+
+def _read_file(p: Path, max_bytes: int) -> bytes:
+    """The bytes of regular file ``p``, at most ``max_bytes`` (else ImageError)."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO must not hang the open
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{p}: is a folder, not an image")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{p}: not a regular file")
+        if st.st_size > max_bytes:
+            raise ImageError(f"{p}: file too large ({st.st_size} bytes)")
+        data = bytearray()
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - len(data))):
+            data += chunk
+            if len(data) > max_bytes:  # it grew while we read
+                raise ImageError(f"{p}: file too large (over {max_bytes} bytes)")
+        return bytes(data)
+    finally:
+        os.close(fd)
