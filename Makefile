@@ -70,6 +70,7 @@ run: $(STAMP) system-deps models
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge tests scripts
+	$(BIN)/mypy edge
 
 test: $(STAMP) system-deps models lint
 	$(BIN)/python -m pytest -q
