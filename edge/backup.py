@@ -34,6 +34,7 @@ from pathlib import Path
 from .config import Config
 from .crypto import Keyring
 from .errors import GalleryError
+from .files import fsync_dir
 from .gallery import Gallery
 
 log = logging.getLogger("edge.backup")
@@ -295,7 +296,7 @@ def restore(
             )
         had_old = _set_aside(db_path, kept)
         os.replace(tmp, db_path)
-        _fsync_dir(db_path.parent)
+        fsync_dir(db_path.parent)
     except OSError as e:
         raise GalleryError(f"{db_path}: cannot restore {backup} ({e.strerror})") from None
     finally:
@@ -322,11 +323,3 @@ def _set_aside(db_path: Path, kept: Path) -> bool:
     with suppress(FileNotFoundError):
         shm.unlink()
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import GalleryError
+from .files import fsync_dir
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -245,7 +246,7 @@ def _create_key_file(path: Path) -> None:
             pass
         finally:
             os.unlink(tmp)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as e:
         raise GalleryError(f"{path}: cannot create key file ({e.strerror})") from None
 
@@ -255,7 +256,7 @@ def stage_key(key_file: Path, key: bytes) -> None:
     target = staged_path(key_file)
     try:
         os.replace(_write_temp(target, key), target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as e:
         raise GalleryError(f"{target}: cannot write key file ({e.strerror})") from None
 
@@ -265,7 +266,7 @@ def commit_staged_key(key_file: Path, key: bytes) -> None:
     staged = staged_path(key_file)
     try:
         os.replace(staged, key_file)
-        _fsync_dir(key_file.parent)
+        fsync_dir(key_file.parent)
     except FileNotFoundError:
         if read_key(key_file) != key:
             raise GalleryError(
@@ -295,14 +296,6 @@ def _write_temp(beside: Path, data: bytes) -> str:
         raise
     return tmp
 
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename or a new name in ``folder`` survive a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- bundles

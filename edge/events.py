@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GalleryError
+from .files import fsync_dir
 from .gallery import Gallery
 
 log = logging.getLogger(__name__)
@@ -305,7 +306,7 @@ class EventWriter:
         finally:
             os.close(fd)
         if start == 0:
-            _fsync_dir(self.spill_path.parent)
+            fsync_dir(self.spill_path.parent)
 
     def _repair_spill(self) -> bool:
         """Cut a line torn by a crash off the spill file; True if events are waiting in it."""
@@ -373,16 +374,3 @@ def _plain(value: Any) -> Any:
         except (TypeError, ValueError):
             pass
     return str(value)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new file's name durable (its directory entry)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -892,28 +892,14 @@ class Gallery:
 
     # ------------------------------------------------------------- events
 
-    def log_event(
-        self,
-        kind: str,
-        *,
-        name: str | None = None,
-        similarity: float | None = None,
-        liveness: float | None = None,
-        decision: str | None = None,
-        reason: str | None = None,
-        actor: str | None = None,
-        detail: dict[str, Any] | None = None,
-        mono: float | None = None,
-        ts: str | datetime | None = None,
-    ) -> int:
+    def log_event(self, kind: str, **fields: Any) -> int:
         """Append one event (its own small transaction); returns its id.
 
         ``kind`` is a short lowercase word (access, door, alarm, storage, ...);
-        ``decision`` is "granted", "denied" or None; ``detail`` is stored as JSON.
+        ``fields`` are the columns of :func:`_event_row` (``decision`` is
+        "granted", "denied" or None; ``detail`` is stored as JSON).
         """
-        row = _event_row(kind, name=name, similarity=similarity, liveness=liveness,
-                         decision=decision, reason=reason, actor=actor, detail=detail,
-                         mono=mono, ts=ts)
+        row = _event_row(kind, **fields)
         with self._write(f"log {kind} event", content=False):
             return self._insert("events", row)
 
