@@ -467,7 +467,8 @@ class Daemon:
         if self.voice is not None:
             self.voice.flush(2.0)  # let a greeting already queued finish
             self.voice.close()
-        self.write_status()
+        if self.grabber is not None:  # start() got that far: every part has a state
+            self.write_status()
         if self.backups is not None:
             self.backups.close()
         if self.events is not None:

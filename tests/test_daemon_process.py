@@ -95,3 +95,29 @@ def test_out_of_range_value_is_one_line(site):
     proc = edge_run(site, "--validate-config")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "door.unlock_seconds" in out and len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("fault", ["missing", "altered"])
+def test_a_bad_model_file_stops_the_daemon_naming_it(site, tmp_path, fault):
+    from edge.models import PROJECT_ROOT
+
+    models = tmp_path / "models"
+    shutil.copytree(PROJECT_ROOT / "models", models, ignore=shutil.ignore_patterns(".*"))
+    victim = models / "mobilefacenet_int8.tflite"
+    if fault == "missing":
+        victim.unlink()
+    else:
+        data = bytearray(victim.read_bytes())
+        data[1000] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    cfg = site / "config.yaml"
+    text = cfg.read_text().replace(f"  dir: {PROJECT_ROOT / 'models'} ", f"  dir: {models} ")
+    cfg.write_text(text)
+    proc = edge_run(site, "--source", str(FACES / "video/short_hamilton_clip.mp4"))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    lines = [ln for ln in out.splitlines() if ln.startswith("edge:")]
+    assert len(lines) == 1 and "mobilefacenet_int8.tflite" in lines[0]
+    assert ("missing" if fault == "missing" else "sha256 mismatch") in lines[0]
+    assert "edge models fetch" in lines[0] and "Traceback" not in out
+    assert "door" not in out.lower()  # refused before any pin was touched
