@@ -151,7 +151,7 @@ def enroll(
 
     if camera == bool(images):
         fail("give either photos or --camera", 2)
-    from .gallery import check_name
+    from .records import check_name
 
     check_name(name)
     engine = ctx.engine()
@@ -363,9 +363,11 @@ def export_(ctx: Ctx, file: str) -> None:
 
     The passphrase comes from $EDGE_BUNDLE_PASSPHRASE, or is asked for.
     """
+    from .bundle import export_bundle
+
     passphrase = bundle_passphrase(confirm=True)
     with ctx.gallery() as g:
-        n = g.export(file, passphrase)
+        n = export_bundle(g, file, passphrase)
     ctx.emit({"file": file, "people": n}, f"{file}: {n} people exported")
 
 
@@ -379,11 +381,11 @@ def export_(ctx: Ctx, file: str) -> None:
 @common
 def import_(ctx: Ctx, file: str, allow_unencrypted: bool) -> None:
     """Add the people and templates in FILE (opened and checked before the gallery is touched)."""
-    from .gallery import is_sealed_bundle
+    from .bundle import import_bundle, is_sealed_bundle
 
     passphrase = bundle_passphrase(confirm=False) if is_sealed_bundle(file) else None
     with ctx.gallery() as g:
-        r = g.import_(file, passphrase, allow_unencrypted=allow_unencrypted)
+        r = import_bundle(g, file, passphrase, allow_unencrypted=allow_unencrypted)
     ctx.emit(
         r.__dict__,
         f"{file}: {r.people_added} people, {r.templates_added} templates added, "

@@ -31,29 +31,26 @@ The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` are applied in
 order, each in the transaction that bumps the version. sqlite-utils is used for
 its table helpers (insert, rows_where, query); the DDL is written out in SQL
 so the schema can be read in one place.
+
+Rows are checked before they reach SQL by :mod:`edge.records`; export and
+import of sealed bundles live in :mod:`edge.bundle`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
-import math
-import numbers
 import os
-import re
 import sqlite3
 import struct
 import tempfile
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -63,26 +60,30 @@ from . import crypto
 from .config import Config, MatchConfig
 from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
 from .errors import GalleryError
-from .match import DIM, Matcher, PersonInfo, parse_time
+from .match import DIM, Matcher, PersonInfo
+from .records import (
+    EMBEDDING_BYTES,
+    check_name,
+    check_template,
+    check_window,
+    detail_json,
+    event_row,
+    iso_time,
+    now_iso,
+    person_row,
+)
+
+if TYPE_CHECKING:  # edge.bundle imports this module; the methods import it when called
+    from .bundle import ImportResult
 
 #: ``(embedding, quality, source_sha256)``: one template offered to :meth:`Gallery.enroll`.
 TemplateIn = tuple[npt.ArrayLike, float | None, str | None]
 
-BUNDLE_FORMAT = "edge-gallery"
-BUNDLE_VERSION = 1
-MAX_NAME = 64
-MAX_NOTES = 2000
 BUSY_TIMEOUT_MS = 5000
-_EMBEDDING_BYTES = DIM * 4
-_SEALED_BYTES = _EMBEDDING_BYTES + crypto.OVERHEAD
+_SEALED_BYTES = EMBEDDING_BYTES + crypto.OVERHEAD
 #: The key file a Gallery opened without ``key``/``key_file`` uses: beside the database
 #: (where the default config's ``security.key_file`` puts it too).
 DEFAULT_KEY_NAME = "gallery.key"
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_KIND = re.compile(r"[a-z][a-z_]{0,31}")
-#: Unicode categories refused in names: controls, format characters (bidi
-#: overrides, zero-width), surrogates, private use, unassigned, line breaks.
-_BAD_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 # --------------------------------------------------------------------------- values
@@ -108,15 +109,6 @@ class EnrollResult:
     """What an enrollment did: templates added, and ones skipped as already enrolled."""
 
     added: int
-    skipped_duplicates: int
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    """What an import did: new people, templates added, templates already present."""
-
-    people_added: int
-    templates_added: int
     skipped_duplicates: int
 
 
@@ -223,7 +215,7 @@ def _v3_seal_templates(g: Gallery) -> None:
         return
     key = g._keys(create=True).current
     for tid, person_id, blob in rows:
-        if len(blob) != _EMBEDDING_BYTES:
+        if len(blob) != EMBEDDING_BYTES:
             raise GalleryError(f"{g.path}: template {tid} is {len(blob)} bytes, not an embedding")
         g.db.execute(
             "UPDATE templates SET embedding = ? WHERE id = ?",
@@ -241,123 +233,12 @@ MIGRATIONS: list[Callable[[Gallery], None]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def now_iso() -> str:
-    """The current UTC time as fixed-width ISO-8601, so text order is time order."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _iso(value: str | datetime | None, what: str) -> str | None:
-    """A time as fixed-width ISO-8601 UTC (naive times are local), or None."""
-    try:
-        t = parse_time(value)
-    except (TypeError, ValueError):
-        raise GalleryError(f"{what}: not an ISO-8601 time: {value!r}") from None
-    return None if t is None else t.isoformat(timespec="microseconds")
-
-
-def check_name(name: object, what: str = "name") -> str:
-    """``name`` if it is a usable name, else GalleryError saying why.
-
-    Non-empty, at most 64 characters, no surrounding spaces, and nothing that
-    hides in a terminal or a log (control, format or unassigned characters).
-    """
-    if not isinstance(name, str) or not name:
-        raise GalleryError(f"{what} must be a non-empty string, got {name!r}")
-    if len(name) > MAX_NAME:
-        raise GalleryError(f"{what} {name[:MAX_NAME]!r}...: longer than {MAX_NAME} characters")
-    if name != name.strip():
-        raise GalleryError(f"{what} {name!r}: leading or trailing whitespace")
-    if any(unicodedata.category(c) in _BAD_CATEGORIES for c in name):
-        raise GalleryError(f"{what} {name!r}: contains control or invisible characters")
-    return name
-
-
-def _check_notes(notes: object) -> str | None:
-    if notes is None:
-        return None
-    if not isinstance(notes, str) or len(notes) > MAX_NOTES:
-        raise GalleryError(f"notes must be text of at most {MAX_NOTES} characters")
-    return notes
-
-
-def _window(
-    valid_from: str | datetime | None, valid_until: str | datetime | None
-) -> tuple[str | None, str | None]:
-    start, end = _iso(valid_from, "valid_from"), _iso(valid_until, "valid_until")
-    if start is not None and end is not None and end <= start:
-        raise GalleryError(f"valid_until {end} is not after valid_from {start}")
-    return start, end
+# --------------------------------------------------------------------------- sealing
 
 
 def _aad(person_id: int, template_id: int) -> bytes:
     """What a template's sealed blob is bound to: its person and its own row."""
     return b"edge-access template\x00" + struct.pack(">qq", person_id, template_id)
-
-
-def pack_embedding(embedding: npt.ArrayLike) -> bytes:
-    """128 finite numbers, normalised to unit length, as little-endian float32 bytes."""
-    try:
-        e = np.asarray(embedding, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise GalleryError("embedding is not an array of numbers") from None
-    if e.shape != (DIM,):
-        raise GalleryError(f"embedding must have shape ({DIM},), got {e.shape}")
-    norm = float(np.linalg.norm(e)) if np.all(np.isfinite(e)) else math.nan
-    if not math.isfinite(norm) or norm == 0.0:
-        raise GalleryError("embedding has non-finite values or is all zeros")
-    return (e / norm).astype("<f4").tobytes()
-
-
-def person_row(
-    name: object,
-    display_name: object = None,
-    notes: object = None,
-    valid_from: str | datetime | None = None,
-    valid_until: str | datetime | None = None,
-    active: object = True,
-    created: object = None,
-) -> dict[str, Any]:
-    """A checked ``people`` row; GalleryError naming the first bad field."""
-    if display_name is not None:
-        check_name(display_name, "display name")
-    if not isinstance(active, bool):
-        raise GalleryError("active must be true or false")
-    if created is not None and not isinstance(created, str):
-        raise GalleryError("created must be text")
-    start, end = _window(valid_from, valid_until)
-    return {
-        "name": check_name(name),
-        "display_name": display_name,
-        "active": int(active),
-        "valid_from": start,
-        "valid_until": end,
-        "notes": _check_notes(notes),
-        "created": created or now_iso(),
-    }
-
-
-def _check_template(t: object) -> tuple[bytes, float | None, str | None]:
-    """One ``(embedding, quality, source_sha256)`` checked and packed for storage."""
-    if not isinstance(t, (tuple, list)) or len(t) != 3:
-        raise GalleryError("a template must be (embedding, quality, source_sha256)")
-    embedding, quality, sha = t
-    return (pack_embedding(embedding), *_check_quality_and_sha(quality, sha))
-
-
-def _check_quality_and_sha(quality: object, sha: object) -> tuple[float | None, str | None]:
-    """A template's quality (a finite number or None) and source sha (hex or None)."""
-    if quality is not None:
-        if isinstance(quality, bool) or not isinstance(quality, numbers.Real):
-            raise GalleryError(f"quality must be a number or None, got {quality!r}")
-        if not math.isfinite(quality):
-            raise GalleryError("quality must be finite")
-        quality = float(quality)
-    if sha is not None and (not isinstance(sha, str) or not _SHA256.fullmatch(sha)):
-        raise GalleryError(f"source_sha256 must be 64 lowercase hex digits, got {sha!r}")
-    return quality, sha
 
 
 # --------------------------------------------------------------------------- gallery
@@ -520,7 +401,7 @@ class Gallery:
     def _audit(self, kind: str, name: str | None, **detail: Any) -> None:
         """Record an admin change in the event log, inside the change's transaction."""
         row = {"ts": now_iso(), "kind": kind, "name": name, "actor": self.actor}
-        self._insert("events", row | {"detail": _json(detail or None)})
+        self._insert("events", row | {"detail": detail_json(detail or None)})
 
     def _person_id(self, name: str) -> int:
         row = self.db.execute("SELECT id FROM people WHERE name = ?", [name]).fetchone()
@@ -729,7 +610,7 @@ class Gallery:
                     self.db.table("people").update(person_id, {"display_name": display_name})
             for i, t in enumerate(templates):
                 try:
-                    blob, quality, sha = _check_template(t)
+                    blob, quality, sha = check_template(t)
                 except GalleryError as e:
                     raise GalleryError(f"{name!r}: template {i + 1}: {e}") from None
                 if (
@@ -809,7 +690,7 @@ class Gallery:
         valid_until: str | datetime | None,
     ) -> Person:
         """Set when a person may enter (None = no limit); outside it they are refused."""
-        start, end = _window(valid_from, valid_until)
+        start, end = check_window(valid_from, valid_until)
         with self._write("set validity"):
             person_id = self._person_id(name)
             self.db.table("people").update(person_id, {"valid_from": start, "valid_until": end})
@@ -850,7 +731,7 @@ class Gallery:
                 "SELECT id, person_id, embedding FROM templates ORDER BY person_id, id"
             ).fetchall()
             blob = b"".join(self._unseal(rows))
-        if len(blob) != len(rows) * _EMBEDDING_BYTES:
+        if len(blob) != len(rows) * EMBEDDING_BYTES:
             raise GalleryError(f"{self.path}: a stored embedding is not {DIM} float32 values")
         return Templates(
             embeddings=np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(-1, DIM),
@@ -896,16 +777,16 @@ class Gallery:
         """Append one event (its own small transaction); returns its id.
 
         ``kind`` is a short lowercase word (access, door, alarm, storage, ...);
-        ``fields`` are the columns of :func:`_event_row` (``decision`` is
+        ``fields`` are the columns of :func:`~edge.records.event_row` (``decision`` is
         "granted", "denied" or None; ``detail`` is stored as JSON).
         """
-        row = _event_row(kind, **fields)
+        row = event_row(kind, **fields)
         with self._write(f"log {kind} event", content=False):
             return self._insert("events", row)
 
     def log_events(self, events: Sequence[dict[str, Any]]) -> int:
         """Append many events (keyword dicts as for :meth:`log_event`) in one transaction."""
-        rows = [_event_row(**e) for e in events]
+        rows = [event_row(**e) for e in events]
         with self._write("log events", content=False):
             for row in rows:
                 self._insert("events", row)
@@ -929,7 +810,7 @@ class Gallery:
         clauses, args = [], []
         if since is not None:
             clauses.append("ts >= ?")
-            args.append(_iso(since, "since"))
+            args.append(iso_time(since, "since"))
         if kind is not None:
             clauses.append("kind = ?")
             args.append(kind)
@@ -950,56 +831,10 @@ class Gallery:
     # ------------------------------------------------------------- export / import
 
     def export(self, path: str | os.PathLike[str], passphrase: str) -> int:
-        """Write every person and template to a sealed bundle (mode 0600); returns people count.
+        """Write a sealed bundle of everyone: :func:`edge.bundle.export_bundle`."""
+        from .bundle import export_bundle
 
-        The bundle is JSON sealed under a key derived from ``passphrase``
-        (scrypt, then AES-256-GCM: :func:`edge.crypto.seal_bundle`), so it can
-        move to a site with another gallery key. Written to a temporary file
-        and renamed, so a failed export leaves no half-written bundle. An
-        ``export`` event records who took the templates out, and where to.
-        """
-        crypto.check_passphrase(passphrase)
-        path = Path(path)
-        with self._read("export"):
-            people = self.people()
-            rows = self.db.execute(
-                "SELECT id, person_id, embedding, quality, source_sha256, created"
-                " FROM templates ORDER BY person_id, id"
-            ).fetchall()
-            plains = self._unseal([r[:3] for r in rows])
-        by_person: dict[int, list[dict[str, Any]]] = {}
-        for (_, person_id, _, quality, sha, created), plain in zip(rows, plains, strict=True):
-            by_person.setdefault(person_id, []).append(
-                {
-                    "embedding": base64.b64encode(plain).decode("ascii"),
-                    "quality": quality,
-                    "source_sha256": sha,
-                    "created": created,
-                }
-            )
-        bundle = {
-            "format": BUNDLE_FORMAT,
-            "version": BUNDLE_VERSION,
-            "exported": now_iso(),
-            "people": [
-                {
-                    "name": p.name,
-                    "display_name": p.display_name,
-                    "active": p.active,
-                    "valid_from": p.valid_from,
-                    "valid_until": p.valid_until,
-                    "notes": p.notes,
-                    "created": p.created,
-                    "templates": by_person.get(p.id, []),
-                }
-                for p in people
-            ],
-        }
-        plain_bundle = json.dumps(bundle, separators=(",", ":")).encode("utf-8")
-        _write_private(path, crypto.seal_bundle(plain_bundle, passphrase))
-        with self._write("export", content=False):
-            self._audit("export", None, bundle=str(path), people=len(people), templates=len(rows))
-        return len(people)
+        return export_bundle(self, path, passphrase)
 
     def import_(
         self,
@@ -1008,66 +843,10 @@ class Gallery:
         *,
         allow_unencrypted: bool = False,
     ) -> ImportResult:
-        """Merge a bundle from :meth:`export` into this gallery, in one transaction.
+        """Merge a bundle into this gallery: :func:`edge.bundle.import_bundle`."""
+        from .bundle import import_bundle
 
-        The whole bundle is opened (wrong passphrase or altered file: one
-        GalleryError) and checked before the database is touched. A plain
-        JSON bundle from an older edge-access is refused unless
-        ``allow_unencrypted``: nothing vouches that it was not altered. Merge rules:
-        a person not here is added with the bundle's fields; a person already
-        here keeps their local fields (active, validity, names, notes: local
-        decisions win, so an import never re-enables someone disabled here) and
-        gains the bundle's templates they lack. A template is already present
-        when the person has one with the same source_sha256 or, lacking a
-        sha, the same embedding. Nothing is ever deleted by an import.
-        """
-        path = Path(path)
-        people, sealed = _read_bundle(path, passphrase, allow_unencrypted)
-        people_added = added = skipped = 0
-        new_names = []
-        with self._write("import"):
-            key = self._sealing_key()
-            for person, templates in people:
-                row = self.db.execute(
-                    "SELECT id FROM people WHERE name = ?", [person["name"]]
-                ).fetchone()
-                if row is None:
-                    person_id = self._insert("people", person)
-                    people_added += 1
-                    new_names.append(person["name"])
-                    have: set[bytes] = set()
-                else:
-                    person_id = row[0]
-                    mine = self.db.execute(
-                        "SELECT id, person_id, embedding FROM templates WHERE person_id = ?",
-                        [person_id],
-                    ).fetchall()
-                    have = set(self._unseal(mine))
-                for plain, quality, sha, created in templates:
-                    if (
-                        self.db.execute(
-                            "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?",
-                            [person_id, sha],
-                        ).fetchone()
-                        if sha is not None
-                        else plain in have
-                    ):
-                        skipped += 1
-                        continue
-                    self._insert_template(key, person_id, plain, quality, sha, created)
-                    have.add(plain)
-                    added += 1
-            self._audit(
-                "import",
-                None,
-                bundle=str(path),
-                encrypted=sealed,
-                people_added=people_added,
-                people=new_names,
-                templates_added=added,
-                skipped=skipped,
-            )
-        return ImportResult(people_added, added, skipped)
+        return import_bundle(self, path, passphrase, allow_unencrypted=allow_unencrypted)
 
     # ------------------------------------------------------------- maintenance
 
@@ -1144,48 +923,6 @@ def open_gallery(
 # --------------------------------------------------------------------------- files
 
 
-def _json(value: dict[str, Any] | None) -> str | None:
-    """``value`` as compact JSON text for the ``detail`` column, or None."""
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
-        raise GalleryError(f"event detail is not JSON-serialisable ({e})") from None
-
-
-def _event_row(
-    kind: str,
-    *,
-    name: str | None = None,
-    similarity: float | None = None,
-    liveness: float | None = None,
-    decision: str | None = None,
-    reason: str | None = None,
-    actor: str | None = None,
-    detail: dict[str, Any] | None = None,
-    mono: float | None = None,
-    ts: str | datetime | None = None,
-) -> dict[str, Any]:
-    """A checked ``events`` row; GalleryError for a bad kind or decision."""
-    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
-        raise GalleryError(f"event kind {kind!r}: expected a short lowercase word")
-    if decision not in (None, "granted", "denied"):
-        raise GalleryError(f"event decision {decision!r}: expected granted, denied or None")
-    return {
-        "ts": _iso(ts, "ts") if ts is not None else now_iso(),
-        "mono": mono,
-        "kind": kind,
-        "name": name,
-        "similarity": similarity,
-        "liveness": liveness,
-        "decision": decision,
-        "reason": reason,
-        "actor": actor,
-        "detail": _json(detail),
-    }
-
-
 def _make_private(db: Path) -> None:
     """Take group and other access off the database, -wal and -shm, if this user owns them.
 
@@ -1197,131 +934,3 @@ def _make_private(db: Path) -> None:
             st = p.stat()
             if st.st_mode & 0o077 and st.st_uid == os.getuid():
                 p.chmod(0o600)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) through a temporary file and a rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as e:
-        raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
-
-
-_BundleTemplate = tuple[bytes, float | None, str | None, str]
-
-
-def is_sealed_bundle(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` looks like a sealed bundle (so the CLI knows to ask for a passphrase).
-
-    False for anything else, a missing file included; :meth:`Gallery.import_`
-    then says what is wrong with it.
-    """
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get("format") == crypto.SEALED_BUNDLE_FORMAT
-
-
-def _json_bytes(path: Path, data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        raise GalleryError(f"{path}: bad bundle: {what}not JSON") from None
-
-
-def _read_bundle(
-    path: Path, passphrase: str | None, allow_unencrypted: bool
-) -> tuple[list[tuple[dict[str, Any], list[_BundleTemplate]]], bool]:
-    """Open and check a whole bundle: ((person row, templates) pairs ready to insert, sealed?).
-
-    A sealed bundle is opened with ``passphrase`` first; a plain one is
-    refused unless ``allow_unencrypted``. Embeddings are kept byte for byte
-    (they were stored normalised), so an export/import round trip is exact;
-    anything wrong is a GalleryError that names the bundle, the entry and
-    the fault.
-    """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise GalleryError(f"{path}: bundle not found") from None
-    except OSError as e:
-        raise GalleryError(f"{path}: cannot read bundle ({e.strerror})") from None
-    data = _json_bytes(path, raw, "")
-    sealed = isinstance(data, dict) and data.get("format") == crypto.SEALED_BUNDLE_FORMAT
-    if sealed:
-        try:
-            plain = crypto.open_bundle(data, passphrase or "")
-        except GalleryError as e:
-            raise GalleryError(f"{path}: {e}") from None
-        data = _json_bytes(path, plain, "sealed content is ")
-    elif isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT and not allow_unencrypted:
-        raise GalleryError(
-            f"{path}: an unencrypted bundle (from an older edge-access) is refused: nothing"
-            " shows it was not altered; import it with --allow-unencrypted only if you trust it"
-        )
-    return _check_bundle(path, data), sealed
-
-
-def _check_bundle(path: Path, data: Any) -> list[tuple[dict[str, Any], list[_BundleTemplate]]]:
-    """Every entry of a decoded bundle checked: (person row, templates) pairs ready to insert."""
-
-    def bad(where: str, why: str) -> GalleryError:
-        return GalleryError(f"{path}: bad bundle: {where}: {why}")
-
-    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
-        raise bad("format", f"not an {BUNDLE_FORMAT} bundle")
-    if data.get("version") != BUNDLE_VERSION:
-        raise bad("version", f"expected {BUNDLE_VERSION}, got {data.get('version')!r}")
-    if not isinstance(data.get("people"), list):
-        raise bad("people", "expected a list")
-    out: list[tuple[dict[str, Any], list[_BundleTemplate]]] = []
-    seen: set[str] = set()
-    for i, p in enumerate(data["people"]):
-        where = f"people[{i}]"
-        if not isinstance(p, dict):
-            raise bad(where, "expected an object")
-        try:
-            fields = ("name", "display_name", "notes", "valid_from", "valid_until", "created")
-            row = person_row(**{k: p.get(k) for k in fields}, active=p.get("active", True))
-            if row["name"] in seen:
-                raise GalleryError(f"{row['name']!r} appears twice")
-            seen.add(row["name"])
-            if not isinstance(p.get("templates"), list):
-                raise GalleryError("templates: expected a list")
-        except GalleryError as e:
-            raise bad(where, str(e)) from None
-        templates: list[_BundleTemplate] = []
-        for j, t in enumerate(p["templates"]):
-            try:
-                if not isinstance(t, dict) or not isinstance(t.get("embedding"), str):
-                    raise GalleryError("expected an object with a base64 embedding")
-                try:
-                    raw = base64.b64decode(t["embedding"], validate=True)
-                except (binascii.Error, ValueError):
-                    raise GalleryError("embedding is not base64") from None
-                if len(raw) != _EMBEDDING_BYTES:
-                    raise GalleryError(f"embedding is {len(raw)} bytes, not {_EMBEDDING_BYTES}")
-                norm = float(np.linalg.norm(np.frombuffer(raw, dtype="<f4").astype(np.float64)))
-                if not abs(norm - 1.0) < 1e-3:
-                    raise GalleryError("embedding is not a finite unit vector")
-                quality, sha = _check_quality_and_sha(t.get("quality"), t.get("source_sha256"))
-                t_created = t.get("created")
-                if t_created is not None and not isinstance(t_created, str):
-                    raise GalleryError("created must be text")
-            except GalleryError as e:
-                raise bad(f"{where}.templates[{j}]", str(e)) from None
-            templates.append((raw, quality, sha, t_created or now_iso()))
-        out.append((row, templates))
-    return out

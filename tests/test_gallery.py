@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 
 from edge import crypto
+from edge.bundle import is_sealed_bundle
 from edge.errors import GalleryError
 from edge.gallery import (
     SCHEMA_VERSION,
     Event,
     Gallery,
     KeyRotation,
-    is_sealed_bundle,
     open_gallery,
 )
 from edge.match import DIM, NO_ONE
