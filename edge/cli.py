@@ -241,6 +241,45 @@ def forget(ctx: Ctx, name: str) -> None:
     )
 
 
+def _field(value: str | None) -> Any:
+    """A --option's value for Gallery.update: absent = keep, "none" or "" = clear."""
+    from .gallery import KEEP
+
+    if value is None:
+        return KEEP
+    return None if value.strip().lower() in ("", "none") else value
+
+
+@main.command("set")
+@click.argument("name")
+@click.option("--display-name", help="Name spoken in the greeting ('none': use NAME).")
+@click.option("--notes", help="Free text for admins ('none' clears it).")
+@click.option("--valid-from", help="ISO-8601 time from which NAME may enter ('none': no limit).")
+@click.option("--valid-until", help="ISO-8601 time until which NAME may enter ('none': no limit).")
+@common
+def set_(
+    ctx: Ctx,
+    name: str,
+    display_name: str | None,
+    notes: str | None,
+    valid_from: str | None,
+    valid_until: str | None,
+) -> None:
+    """Change NAME's greeting name, notes or validity window (one change, audited)."""
+    if display_name is None and notes is None and valid_from is None and valid_until is None:
+        fail("give at least one of --display-name, --notes, --valid-from, --valid-until", 2)
+    with ctx.gallery() as g:
+        p = g.update(
+            name,
+            display_name=_field(display_name),
+            notes=_field(notes),
+            valid_from=_field(valid_from),
+            valid_until=_field(valid_until),
+        )
+    window = f"{p.valid_from or '…'} to {p.valid_until or '…'}"
+    ctx.emit(p.__dict__, f"{p.name}: greeted as {p.display_name or p.name}, valid {window}")
+
+
 def _set_active(ctx: Ctx, name: str, active: bool) -> None:
     with ctx.gallery() as g:
         g.set_active(name, active)

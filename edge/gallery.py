@@ -64,6 +64,7 @@ from .match import DIM, Matcher, PersonInfo
 from .records import (
     EMBEDDING_BYTES,
     check_name,
+    check_notes,
     check_template,
     check_window,
     detail_json,
@@ -246,6 +247,13 @@ def _aad(person_id: int, template_id: int) -> bytes:
 
 class _Unchanged(Exception):
     """Raised inside a write transaction to roll it back because it changed nothing."""
+
+
+class _Keep:
+    """The type of :data:`KEEP`: "leave this field as it is"."""
+
+
+KEEP = _Keep()
 
 
 class Gallery:
@@ -695,6 +703,40 @@ class Gallery:
             person_id = self._person_id(name)
             self.db.table("people").update(person_id, {"valid_from": start, "valid_until": end})
             self._audit("validity", name, valid_from=start, valid_until=end)
+        return self.person(name)
+
+    def update(
+        self,
+        name: str,
+        *,
+        display_name: str | _Keep | None = KEEP,
+        notes: str | _Keep | None = KEEP,
+        valid_from: str | datetime | _Keep | None = KEEP,
+        valid_until: str | datetime | _Keep | None = KEEP,
+    ) -> Person:
+        """Change a person's details in one transaction; what is not given is kept.
+
+        None clears a field (no display name, no notes, no limit on that side
+        of the validity window).
+        """
+        current = self.person(name)
+        changes: dict[str, Any] = {}
+        if not isinstance(display_name, _Keep):
+            changes["display_name"] = (
+                None if display_name is None else check_name(display_name, "display name"))
+        if not isinstance(notes, _Keep):
+            changes["notes"] = check_notes(notes)
+        if not isinstance(valid_from, _Keep) or not isinstance(valid_until, _Keep):
+            start, end = check_window(
+                current.valid_from if isinstance(valid_from, _Keep) else valid_from,
+                current.valid_until if isinstance(valid_until, _Keep) else valid_until,
+            )
+            changes |= {"valid_from": start, "valid_until": end}
+        if not changes:
+            return current
+        with self._write("update"):
+            self.db.table("people").update(self._person_id(name), changes)
+            self._audit("update", name, **changes)
         return self.person(name)
 
     _PEOPLE_SQL = """

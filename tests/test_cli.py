@@ -854,3 +854,41 @@ def test_identify_json_in_a_real_process_prints_only_json(site: Site, command: l
     assert p.stdout.endswith("\n") and p.stdout.count("\n") == 1
     faces = json.loads(p.stdout)["faces"]
     assert {f["name"] for f in faces} == {"barack_obama", "joe_biden"}
+
+
+def test_set_changes_details_and_window_in_one_audited_change(tmp_path):
+    from click.testing import CliRunner
+
+    from edge.cli import main
+    from edge.gallery import Gallery
+
+    from .conftest import PEOPLE
+
+    db = tmp_path / "g.db"
+    env = {"EDGE_DB": str(db)}
+    r = CliRunner().invoke(main, ["enroll", "rose", str(PEOPLE / "rose_leslie/rose1.jpg")], env=env)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["set", "rose", "--display-name", "Rose", "--notes", "night shift",
+                                  "--valid-from", "2026-01-01T00:00:00+00:00", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    assert '"display_name": "Rose"' in r.output
+    r = CliRunner().invoke(main, ["set", "rose", "--valid-until", "2027-01-01T00:00:00+00:00"],
+                           env=env)
+    assert r.exit_code == 0, r.output
+    with Gallery(db) as g:
+        p = g.person("rose")
+        events = g.events(kind="update")
+    assert (p.display_name, p.notes) == ("Rose", "night shift")
+    assert p.valid_from.startswith("2026-01-01") and p.valid_until.startswith("2027-01-01")
+    assert len(events) == 2 and events[0].actor
+    # A window that ends before it starts is refused, the gallery unchanged.
+    before = db.read_bytes()
+    r = CliRunner().invoke(main, ["set", "rose", "--valid-until", "2025-01-01"], env=env)
+    assert r.exit_code == 1 and "valid_until" in r.stderr and db.read_bytes() == before
+    r = CliRunner().invoke(main, ["set", "rose"], env=env)
+    assert r.exit_code == 2
+    r = CliRunner().invoke(main, ["set", "rose", "--notes", "none", "--valid-from", "none"],
+                           env=env)
+    with Gallery(db) as g:
+        p = g.person("rose")
+    assert r.exit_code == 0 and p.notes is None and p.valid_from is None
