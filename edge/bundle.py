@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from . import crypto
 from .errors import GalleryError
+from .files import write_temp
 from .gallery import Gallery
 from .records import EMBEDDING_BYTES, check_quality_and_sha, now_iso, person_row
 
@@ -165,21 +165,16 @@ def import_bundle(
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) through a temporary file and a rename."""
+    """Write ``data`` to ``path`` (mode 0600) through a synced temporary file and a rename."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as e:
-        raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = write_temp(path, data)
         os.replace(tmp, path)
     except OSError as e:
-        with suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with suppress(OSError):
+                os.unlink(tmp)
         raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
 
 

@@ -534,15 +534,13 @@ def run(
     if validate_config:
         click.echo("config ok")
         return
-    from pathlib import Path as _P
-
     from .daemon import Daemon, configure_logging
 
     configure_logging(cfg.daemon.log_level)
     daemon = Daemon(
         cfg,
         ctx.db(),
-        config_path=_P(ctx.config_path) if ctx.config_path else None,
+        config_path=Path(ctx.config_path) if ctx.config_path else None,
         source_spec=source,
         realtime=realtime,
         exit_at_end=exit_at_end,

@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import GalleryError
-from .files import fsync_dir
+from .files import fsync_dir, write_temp
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -239,7 +238,7 @@ def _create_key_file(path: Path) -> None:
     """Create ``path`` holding a new key, unless another process just did (then keep theirs)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = _write_temp(path, new_key())
+        tmp = write_temp(path, new_key())
         try:
             os.link(tmp, path)  # atomic create-if-absent: two first users agree on one key
         except FileExistsError:
@@ -255,7 +254,7 @@ def stage_key(key_file: Path, key: bytes) -> None:
     """Write ``key`` as the staged key beside ``key_file`` (replacing a stale one), synced."""
     target = staged_path(key_file)
     try:
-        os.replace(_write_temp(target, key), target)
+        os.replace(write_temp(target, key), target)
         fsync_dir(target.parent)
     except OSError as e:
         raise GalleryError(f"{target}: cannot write key file ({e.strerror})") from None
@@ -280,21 +279,6 @@ def discard_staged_key(key_file: Path) -> None:
     """Remove a staged key (its rotation rolled back); missing is fine."""
     with contextlib.suppress(FileNotFoundError):
         staged_path(key_file).unlink()
-
-
-def _write_temp(beside: Path, data: bytes) -> str:
-    """A synced mode-0600 temporary file holding ``data`` in ``beside``'s folder; its path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{beside.name}.", dir=beside.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
 
 
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
 from . import notify
+from .align import yaw
 from .backup import Backups, startup_check
 from .camera import Frame, FrameGrabber, Source, open_source
 from .config import Config, load_config
@@ -138,17 +138,14 @@ class Daemon:
         return self
 
     def _start_models(self) -> None:
-        from . import models
         from .liveness import FaceMesh, PassiveLiveness
-        from .runtime import load_interpreter
 
         self.engine = Engine(self.cfg)
-        d, threads = self.cfg.path(self.cfg.models.dir), self.cfg.models.threads
         mode = self.cfg.liveness.mode
         if mode in ("passive", "both") and self.passive is None:
-            self.passive = PassiveLiveness(load_interpreter(models.require(d, "liveness"), threads))
+            self.passive = PassiveLiveness(self.engine.interpreter("liveness"))
         if mode in ("active", "both") and self.mesh is None:
-            self.mesh = FaceMesh(load_interpreter(models.require(d, "facemesh"), threads))
+            self.mesh = FaceMesh(self.engine.interpreter("facemesh"))
         self.tracker = Tracker(self.cfg.decision.window_frames, self.cfg.liveness)
         # A reload keeps a running lockout and its count: SIGHUP must not lift it.
         old: Decider | None = getattr(self, "decider", None)
@@ -178,6 +175,7 @@ class Daemon:
                 min_free_mb=self.cfg.storage.min_free_mb,
             )
             self.snapshots.purge(time.time())
+            self._last_purge = time.monotonic()  # housekeeping need not purge again at once
 
     def _start_events(self) -> None:
         self.events = EventWriter(self.db_path, memory_cap=self.cfg.storage.event_memory_cap)
@@ -269,12 +267,14 @@ class Daemon:
         tracks = self.tracker.update([d.box for d in dets], t, frame.index)
         made = []
         dc = self.cfg.decision
+        min_eye = self.cfg.align.min_eye_distance
         for det, track in zip(dets, tracks, strict=True):
             if track.decided:
                 continue
-            face = self.engine.describe(rgb, det, self.cfg.align.min_eye_distance)
-            if face.embedding is not None and face.yaw <= dc.max_yaw:
-                m = self.matcher.match(face.embedding)
+            # Only faces that will be matched are aligned and embedded: turned or
+            # small ones are tracked, and cost no inference.
+            if det.eye_distance >= min_eye and yaw(det.keypoints) <= dc.max_yaw:
+                m = self.matcher.match(self.engine.embed(rgb, det))
                 track.votes.append(Vote(frame.index, m.name, m.similarity, m))
                 if m.accepted and self.passive is not None:
                     track.passive.append(self.passive.score(frame.image, det.box))
@@ -498,6 +498,3 @@ def configure_logging(level: str) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
 
-
-def median_ms(values: deque[float]) -> float:
-    return float(np.median(values)) if values else 0.0

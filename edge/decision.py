@@ -51,7 +51,6 @@ class Track:
     reported_unknown: bool = False
     failure: int | None = None  # this track's count in the lockout, if it failed
     refused_lockout: bool = False
-    frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,6 @@ class Tracker:
             if best is None:
                 best = self._new(box, t, frame)
             best.box, best.last_seen = box, t
-            best.frames += 1
             out.append(best)
         return out
 
@@ -285,8 +283,6 @@ class Decider:
     def _known(self, track: Track, vote: Vote, recent: list[Vote], t: float) -> Decision | None:
         name = vote.name
         assert name is not None
-        sims = [v.similarity for v in recent if v.name == name]
-        sim = float(np.mean(sims))
         live = liveness_verdict(track, self.liveness, t)
         if live is None:
             return None
@@ -298,6 +294,7 @@ class Decider:
         if t - self._last_grant.get(name, -float("inf")) < self.cfg.cooldown_seconds:
             track.decided = True  # same visit: already let in
             return None
+        sim = float(np.mean([v.similarity for v in recent if v.name == name]))
         if not live.live or refusal is not None:
             track.decided = True
             if t - self._last_denial.get(name, -float("inf")) < self.cfg.cooldown_seconds:

@@ -60,15 +60,13 @@ class Engine:
     def __init__(self, cfg: Config, models_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.models_dir = models_dir or cfg.path(cfg.models.dir)
-        threads = cfg.models.threads
         self._detectors: dict[str, Detector] = {}
-        self.embedder = Embedder(
-            self._interpreter("embed", threads), flip_average=cfg.embed.flip_average
-        )
+        self.embedder = Embedder(self.interpreter("embed"), flip_average=cfg.embed.flip_average)
         self.camera_detector = self._detector(cfg.detect.camera_mode)
 
-    def _interpreter(self, role: str, threads: int) -> Any:
-        return load_interpreter(models.require(self.models_dir, role), threads)
+    def interpreter(self, role: str) -> Any:
+        """An interpreter for the model with ``role``; :func:`models.require` checks the file."""
+        return load_interpreter(models.require(self.models_dir, role), self.cfg.models.threads)
 
     def _detector(self, kind: str) -> Detector:
         """The short- or full-range detector, loaded once."""
@@ -76,7 +74,7 @@ class Engine:
             d = self.cfg.detect
             role = "detect_full" if kind == "full" else "detect_short"
             self._detectors[kind] = Detector(
-                self._interpreter(role, self.cfg.models.threads),
+                self.interpreter(role),
                 d.score_threshold,
                 d.iou_threshold,
                 d.max_faces,
@@ -94,6 +92,10 @@ class Engine:
             return merge(parts, self.cfg.detect.iou_threshold, self.cfg.detect.max_faces)
         return self._detector("full" if mode == "full" else "short").detect(rgb, tile=tile)
 
+    def embed(self, rgb: np.ndarray, det: Detection) -> np.ndarray:
+        """The embedding of a detected face (aligned, then embedded): the frame loop's path."""
+        return self.embedder.embed(align(rgb, det.keypoints))
+
     def describe(self, rgb: np.ndarray, det: Detection, min_eye_distance: float) -> Face:
         """Measure a detection's quality; embed it when its eyes are far enough apart."""
         crop = align(rgb, det.keypoints)
@@ -101,20 +103,25 @@ class Engine:
         emb = self.embedder.embed(crop) if eye >= min_eye_distance else None
         return Face(det, eye, sharpness(crop), yaw(det.keypoints), emb)
 
+    def _largest_first(self, bgr: np.ndarray, still: bool) -> tuple[np.ndarray, list[Detection]]:
+        """The frame in RGB and its detections, largest face (eye distance) first."""
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return rgb, sorted(self.detect(rgb, still), key=lambda d: -d.eye_distance)
+
     def faces(self, bgr: np.ndarray, still: bool = False) -> list[Face]:
         """Every face in a BGR frame, largest first, embedded where big enough."""
-        return self.faces_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), still)
-
-    def faces_rgb(self, rgb: np.ndarray, still: bool = False) -> list[Face]:
-        """:meth:`faces` for a frame already in RGB."""
-        dets = sorted(self.detect(rgb, still), key=lambda d: -d.eye_distance)
+        rgb, dets = self._largest_first(bgr, still)
         return [self.describe(rgb, d, self.cfg.align.min_eye_distance) for d in dets]
+
+    def largest_face(self, bgr: np.ndarray, still: bool = False) -> Face | None:
+        """The largest face in a BGR frame, embedded if big enough (the others are skipped)."""
+        rgb, dets = self._largest_first(bgr, still)
+        return self.describe(rgb, dets[0], self.cfg.align.min_eye_distance) if dets else None
 
     def enrollment_face(self, image: Image, still: bool = True) -> Face:
         """The one good face of an enrollment photo, or :class:`NoFaceError` saying why."""
         e = self.cfg.enroll
-        rgb = cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB)
-        dets = sorted(self.detect(rgb, still), key=lambda d: -d.eye_distance)
+        rgb, dets = self._largest_first(image.bgr, still)
         if not dets:
             raise NoFaceError(f"{image.path}: no face found")
         largest = dets[0]

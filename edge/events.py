@@ -27,13 +27,13 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import GalleryError
 from .files import fsync_dir
 from .gallery import Gallery
+from .records import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,6 @@ def open_events_db(path: Path) -> Gallery:
         g.close()
         raise GalleryError(f"{path}: cannot set up the event connection ({e})") from e
     return g
-
-
-def wall_iso() -> str:
-    """The wall clock (``time.time()``) as the gallery's fixed-width ISO-8601 UTC text."""
-    return datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="microseconds")
 
 
 def transient(e: BaseException) -> bool:
@@ -134,7 +129,7 @@ class EventWriter:
         and ``mono`` (monotonic, for order and intervals, immune to clock jumps)."""
         ev = json.loads(json.dumps({"kind": kind, **fields}, default=_plain))  # a frozen copy
         with self._cond:
-            ev.setdefault("ts", wall_iso())
+            ev.setdefault("ts", now_iso())
             ev.setdefault("mono", time.monotonic())
             self._memory.append(ev)
             self.accepted += 1

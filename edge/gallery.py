@@ -60,6 +60,7 @@ from . import crypto
 from .config import Config, MatchConfig
 from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
 from .errors import GalleryError
+from .files import fsync_dir
 from .match import DIM, Matcher, PersonInfo
 from .records import (
     EMBEDDING_BYTES,
@@ -932,11 +933,7 @@ class Gallery:
             if problems != ["ok"]:
                 raise GalleryError(f"{path}: backup refused: the copy is damaged ({problems[0]})")
             os.replace(tmp, path)
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(path.parent)
         except (sqlite3.Error, OSError, GalleryError) as e:
             for leftover in (tmp, f"{tmp}-journal"):
                 with suppress(OSError):

@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import re
+import time
 import unicodedata
 from datetime import UTC, datetime
 from typing import Any
@@ -35,8 +36,8 @@ _BAD_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 def now_iso() -> str:
-    """The current UTC time as fixed-width ISO-8601, so text order is time order."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    """The wall clock (``time.time()``) as fixed-width ISO-8601 UTC, so text order is time order."""
+    return datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="microseconds")
 
 
 def iso_time(value: str | datetime | None, what: str) -> str | None:

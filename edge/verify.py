@@ -44,11 +44,10 @@ class PhotoEmbeddings:
             e = self.engine.cfg.enroll
             try:
                 image = read_image(path, e.max_image_pixels, e.max_image_bytes)
-                faces = [
-                    f for f in self.engine.faces(image.bgr, still=True) if f.embedding is not None
-                ]
+                face = self.engine.largest_face(image.bgr, still=True)
+                emb = face.embedding if face is not None else None  # None: too small to embed
                 self._cache[path] = (
-                    (faces[0].embedding, None) if faces else (None, f"{path}: no face found")
+                    (emb, None) if emb is not None else (None, f"{path}: no face found")
                 )
             except EdgeError as err:
                 self._cache[path] = (None, str(err))

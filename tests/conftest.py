@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,16 @@ ROOT = PROJECT_ROOT
 FACES = Path(os.environ.get("EDGE_FACES", ROOT.parent / "shared" / "faces"))
 PEOPLE = FACES / "people"
 MODELS = ROOT / "models"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (its last answer)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
 
 
 def photos_of(person: str) -> list[Path]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,8 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from edge.door import Door, _is_raspberry_pi, make_pin_factory
+
+from .conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RELAY, CONTACT, EXIT = 17, 27, 22
@@ -37,14 +39,6 @@ def factory() -> Iterator[MockFactory]:
         Device.pin_factory.reset()
         Device.pin_factory = saved
 
-
-def wait_for(predicate: Callable[[], object], timeout: float = 2.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 def assert_pulses(pin, expected: list[tuple[float, bool]]) -> None:

@@ -31,7 +31,7 @@ from edge.daemon import Daemon, configure_logging
 from edge.errors import CameraError
 from edge.gallery import Gallery
 
-from .conftest import FACES, PEOPLE, ROOT
+from .conftest import FACES, PEOPLE, ROOT, wait_for
 
 CLIP = FACES / "video/short_hamilton_clip.mp4"
 CLIP_FRAMES = 275
@@ -111,14 +111,6 @@ def drain(grabber: FrameGrabber, timeout: float = 5.0) -> list[Frame]:
         frames.append(frame)
     return frames
 
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
@@ -33,7 +32,7 @@ from edge.engine import Engine
 from edge.enroll import enroll, templates_from_images
 from edge.gallery import Gallery
 
-from .conftest import FACES, MODELS, PEOPLE, ROOT
+from .conftest import FACES, MODELS, PEOPLE, ROOT, wait_for
 
 CLIP = FACES / "video/short_hamilton_clip.mp4"
 CLIP_FRAMES = 275
@@ -77,14 +76,6 @@ def fill(folder: Path) -> Path:
             pass
     return filler
 
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def rows(db: Path) -> list[dict]:

@@ -12,7 +12,6 @@ import shutil
 import threading
 import time
 import wave
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,8 @@ import pytest
 from edge.config import VoiceConfig
 from edge.errors import HardwareError
 from edge.voice import Pyttsx3Engine, Voice, WavEngine, render_wav
+
+from .conftest import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -40,14 +41,6 @@ def assert_speech(path: Path) -> float:
     assert np.sqrt(np.mean(samples**2)) > 300.0  # of 32768; silence is ~0
     return seconds
 
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def test_render_wav_is_speech(tmp_path: Path) -> None:
