@@ -24,7 +24,7 @@ import signal
 import statistics
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,9 @@ class Daemon:
         self.backups: Backups | None = None
         self.passive: Any = None
         self.mesh: Any = None
-        self.decisions: list[Decision] = []
+        # The recent decisions (bounded: the daemon runs for months) and a count of all.
+        self.decisions: deque[Decision] = deque(maxlen=100)
+        self.counts: Counter[str] = Counter()
         self.frame_ms: deque[float] = deque(maxlen=1000)  # processing time per frame
         self.latency_ms: deque[float] = deque(maxlen=1000)  # from capture to processed
         self.frames = 0
@@ -293,6 +295,7 @@ class Daemon:
     def act(self, d: Decision, frame: Frame) -> None:
         """Open the door, greet, and record one decision."""
         self.decisions.append(d)
+        self.counts[d.decision] += 1
         if d.decision == "granted":
             assert self.door is not None
             self.door.unlock()

@@ -90,7 +90,6 @@ class Sampler:
                 cpu_pct = round(100.0 * (cpu - c0) / (now - t0), 1)
         self._last = (now, d.frames, cpu)
         events = d.events
-        grants = sum(1 for x in d.decisions if x.decision == "granted")
         return {
             "sample": label,
             "elapsed_s": round(now - self.started, 1),
@@ -104,8 +103,8 @@ class Sampler:
             "dropped": d.grabber.dropped if d.grabber else None,
             "frame_ms": percentiles(list(d.frame_ms)),
             "latency_ms": percentiles(list(d.latency_ms)),
-            "grants": grants,
-            "decisions": len(d.decisions),
+            "grants": d.counts["granted"],
+            "decisions": sum(d.counts.values()),
             "events_written": events.written if events else None,
             "events_waiting": events.waiting if events else None,
             "camera": d.grabber.state if d.grabber else None,
