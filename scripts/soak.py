@@ -36,7 +36,7 @@ from edge.config import PROJECT_ROOT, Config, load_config
 from edge.daemon import Daemon, configure_logging
 from edge.engine import Engine
 from edge.enroll import enroll, templates_from_images
-from edge.gallery import Gallery
+from edge.gallery import open_gallery
 from edge.voice import Voice, WavEngine
 
 FACES = Path(os.environ.get("EDGE_FACES", PROJECT_ROOT.parent / "shared" / "faces"))
@@ -141,6 +141,8 @@ def verdict(base: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
 def site_config(folder: Path) -> Config:
     cfg = load_config(PROJECT_ROOT / "config.yaml")
     return cfg.model_copy(update={
+        # Every relative path (gallery, key, backups, status) lands in the temp folder.
+        "base_dir": folder,
         "models": cfg.models.model_copy(update={"dir": PROJECT_ROOT / "models"}),
         "gallery": cfg.gallery.model_copy(update={"db": folder / "gallery.db"}),
         "liveness": cfg.liveness.model_copy(update={"mode": "passive"}),
@@ -163,7 +165,7 @@ def main() -> int:
     good, bad = templates_from_images(Engine(cfg), [PHOTO])
     if bad:
         raise SystemExit(f"cannot enroll {PHOTO}: {bad}")
-    with Gallery(cfg.path(cfg.gallery.db)) as g:
+    with open_gallery(cfg) as g:
         enroll(g, "lin_manuel_miranda", good)
 
     speech = folder / "speech"

@@ -37,6 +37,15 @@ def all_people_photos() -> list[tuple[str, Path]]:
     return [(d.name, p) for d in sorted(PEOPLE.iterdir()) for p in sorted(d.iterdir())]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _repo_stays_clean():
+    """No test may write the project's own data/ folder (gallery, key, backups)."""
+    before = (ROOT / "data").exists()
+    yield
+    if not before:
+        assert not (ROOT / "data").exists(), "a test wrote into the project's data/ folder"
+
+
 @pytest.fixture(autouse=True)
 def _no_default_gallery(tmp_path_factory, monkeypatch):
     """No test may touch the project's own data/ folder: default the gallery to a tmp file."""
@@ -50,9 +59,14 @@ def faces_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cfg() -> Config:
-    """The project's default config.yaml, as the daemon and CLI read it."""
-    return load_config(ROOT / "config.yaml")
+def cfg(tmp_path_factory) -> Config:
+    """The project's default config.yaml, as the daemon and CLI read it, except
+    that what it would write (gallery, key, backups, status) lands in a tmp folder."""
+    project = load_config(ROOT / "config.yaml")
+    return project.model_copy(update={
+        "base_dir": tmp_path_factory.mktemp("site"),
+        "models": project.models.model_copy(update={"dir": MODELS}),
+    })
 
 
 @pytest.fixture(scope="session")

@@ -865,7 +865,10 @@ def test_set_changes_details_and_window_in_one_audited_change(tmp_path):
     from .conftest import PEOPLE
 
     db = tmp_path / "g.db"
-    env = {"EDGE_DB": str(db)}
+    config = tmp_path / "config.yaml"  # relative paths (the key) land in tmp_path
+    config.write_text((ROOT / "config.yaml").read_text().replace(
+        "  dir: models ", f"  dir: {MODELS} "))
+    env = {"EDGE_DB": str(db), "EDGE_CONFIG": str(config)}
     r = CliRunner().invoke(main, ["enroll", "rose", str(PEOPLE / "rose_leslie/rose1.jpg")], env=env)
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["set", "rose", "--display-name", "Rose", "--notes", "night shift",
@@ -875,7 +878,7 @@ def test_set_changes_details_and_window_in_one_audited_change(tmp_path):
     r = CliRunner().invoke(main, ["set", "rose", "--valid-until", "2027-01-01T00:00:00+00:00"],
                            env=env)
     assert r.exit_code == 0, r.output
-    with Gallery(db) as g:
+    with Gallery(db, key_file=tmp_path / "data/gallery.key") as g:
         p = g.person("rose")
         events = g.events(kind="update")
     assert (p.display_name, p.notes) == ("Rose", "night shift")
@@ -889,6 +892,6 @@ def test_set_changes_details_and_window_in_one_audited_change(tmp_path):
     assert r.exit_code == 2
     r = CliRunner().invoke(main, ["set", "rose", "--notes", "none", "--valid-from", "none"],
                            env=env)
-    with Gallery(db) as g:
+    with Gallery(db, key_file=tmp_path / "data/gallery.key") as g:
         p = g.person("rose")
     assert r.exit_code == 0 and p.notes is None and p.valid_from is None

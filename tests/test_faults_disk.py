@@ -96,6 +96,7 @@ def child(data: Path) -> None:
     configure_logging("info")
     cfg = load_config(ROOT / "config.yaml")
     cfg = cfg.model_copy(update={
+        "base_dir": data,  # anything else it writes lands on the small disk too
         "models": cfg.models.model_copy(update={"dir": MODELS}),
         "liveness": cfg.liveness.model_copy(update={"mode": "off"}),
         "voice": cfg.voice.model_copy(update={"enabled": False}),
