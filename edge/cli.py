@@ -455,15 +455,10 @@ def backup(ctx: Ctx, list_: bool) -> None:
 @common
 def restore(ctx: Ctx, backup_file: str) -> None:
     """Put BACKUP_FILE in place of the gallery (stop the daemon first); the old file is kept."""
-    import time
-
     from .backup import restore as restore_gallery
 
-    try:
-        status = json.loads(ctx.cfg.path(ctx.cfg.daemon.status_file).read_text())
-    except (OSError, ValueError):
-        status = {}
-    if time.time() - float(status.get("updated", 0)) < 10 and not status.get("stopped"):
+    status = _read_status(ctx) or {}
+    if _daemon_running(status)[0]:
         fail(f"the daemon is running (pid {status.get('pid')}): stop it first")
     kept = restore_gallery(
         ctx.db(), Path(backup_file), ctx.cfg, actor=actor(), reason="by an admin", aside="replaced"
@@ -553,25 +548,58 @@ def run(
     sys.exit(code)
 
 
+#: The daemon rewrites its status file every second; older than this, it is not running.
+STATUS_FRESH_SECONDS = 10.0
+
+
+def _read_status(ctx: Ctx) -> dict[str, Any] | None:
+    try:
+        data = json.loads(ctx.cfg.path(ctx.cfg.daemon.status_file).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _daemon_running(data: dict[str, Any]) -> tuple[bool, float]:
+    """(running, seconds since the daemon last wrote ``data``), judged one way everywhere.
+
+    Age is on the monotonic clock (immune to wall-clock jumps); a stamp ahead
+    of it comes from before a reboot. A fresh status also needs its pid alive.
+    """
+    import time
+
+    mono = data.get("updated_mono")
+    if mono is not None:
+        age = time.monotonic() - float(mono)
+        if age < 0:  # the monotonic clock restarted: written before this boot
+            age = float("inf")
+    else:
+        age = time.time() - float(data.get("updated", 0))
+    running = age < STATUS_FRESH_SECONDS and not data.get("stopped") and _alive(data.get("pid"))
+    return running, age
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the daemon runs as another user
+        return True
+    return True
+
+
 @main.command()
 @common
 def status(ctx: Ctx) -> None:
     """Show the running daemon's uptime, frames per second and last decision."""
-    import time
-
-    path = ctx.cfg.path(ctx.cfg.daemon.status_file)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        fail(f"{path}: no status (is the daemon running?)")
-    mono = data.get("updated_mono")  # monotonic: the same clock for every process
-    age = (
-        (time.monotonic() - float(mono))
-        if mono is not None
-        else (time.time() - float(data.get("updated", 0)))
-    )
+    data = _read_status(ctx)
+    if data is None:
+        fail(f"{ctx.cfg.path(ctx.cfg.daemon.status_file)}: no status (is the daemon running?)")
+    running, age = _daemon_running(data)
     data["age_s"] = round(age, 1)
-    running = age < 10 and not data.get("stopped")
     data["running"] = running
     state = (
         "running"

@@ -895,3 +895,35 @@ def test_set_changes_details_and_window_in_one_audited_change(tmp_path):
     with Gallery(db, key_file=tmp_path / "data/gallery.key") as g:
         p = g.person("rose")
     assert r.exit_code == 0 and p.notes is None and p.valid_from is None
+
+
+@pytest.mark.parametrize(
+    "stamp, running",
+    [
+        ({}, True),  # fresh, this (live) pid
+        ({"stopped": True}, False),
+        ({"age": 60}, False),  # stale
+        ({"before_boot": True}, False),  # monotonic stamp ahead of the clock: an earlier boot
+        ({"pid": 2**22 + 12345}, False),  # no such process
+    ],
+)
+def test_status_and_restore_agree_on_whether_the_daemon_runs(tmp_path: Path, stamp, running):
+    site = make_site(tmp_path)
+    status = tmp_path / "data" / "status.json"
+    status.parent.mkdir()
+    now = time.monotonic()
+    mono = now + 3600 if stamp.get("before_boot") else now - stamp.get("age", 0)
+    status.write_text(json.dumps({
+        "pid": stamp.get("pid", os.getpid()), "updated": time.time(), "updated_mono": mono,
+        "stopped": stamp.get("stopped", False), "last_decision": None,
+    }))
+    result = edge("status", "--json", *site.opts())
+    assert result.exit_code == (0 if running else 1)
+    assert json.loads(result.stdout)["running"] is running
+    backup = tmp_path / "backup.db"
+    backup.write_bytes(b"")
+    restored = edge("restore", backup, *site.opts())
+    if running:
+        one_line(restored, 1, "daemon is running", "stop it first")
+    else:
+        assert "daemon is running" not in restored.output
