@@ -452,7 +452,11 @@ class Daemon:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(self.status()))
+            # It names the last person granted or denied: owner-only, like the gallery.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o600)  # whatever the umask, or an older tmp's mode
+                f.write(json.dumps(self.status()))
             os.replace(tmp, path)
         except OSError as e:
             log.debug("status not written (%s)", e)
