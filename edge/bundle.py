@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import os
+import stat
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,14 @@ class ImportResult:
     skipped_duplicates: int
 
 
-def export_bundle(gallery: Gallery, path: str | os.PathLike[str], passphrase: str) -> int:
+def export_bundle(
+    gallery: Gallery, path: str | os.PathLike[str], passphrase: str, *, force: bool = False
+) -> int:
     """Write every person and template of ``gallery`` to a sealed bundle (mode 0600).
 
-    Returns how many people it holds.
+    Returns how many people it holds. An existing file is replaced only with
+    ``force``; a folder, device, FIFO or symlink never is (as root, renaming
+    over ``/dev/full`` would replace the device node).
 
     The bundle is JSON sealed under a key derived from ``passphrase``
     (scrypt, then AES-256-GCM: :func:`edge.crypto.seal_bundle`), so it can
@@ -53,6 +58,7 @@ def export_bundle(gallery: Gallery, path: str | os.PathLike[str], passphrase: st
     """
     crypto.check_passphrase(passphrase)
     path = Path(path)
+    check_target(path, force)
     with gallery._read("export"):
         people = gallery.people()
         rows = gallery.db.execute(
@@ -162,6 +168,22 @@ def import_bundle(
             skipped=skipped,
         )
     return ImportResult(people_added, added, skipped)
+
+
+def check_target(path: Path, force: bool) -> None:
+    """Refuse to write a bundle over anything but a regular file, and over one without ``force``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise GalleryError(f"{path}: is a folder; give a file name for the bundle")
+    if not stat.S_ISREG(st.st_mode):
+        raise GalleryError(f"{path}: not a regular file (a device, FIFO or symlink); refused")
+    if not force:
+        raise GalleryError(f"{path}: already exists; give --force to replace it")
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -395,18 +395,20 @@ def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> 
 
 
 @main.command("export")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @common
-def export_(ctx: Ctx, file: str) -> None:
+def export_(ctx: Ctx, file: str, force: bool) -> None:
     """Write every person and template to FILE, sealed under a passphrase.
 
     The passphrase comes from $EDGE_BUNDLE_PASSPHRASE, or is asked for.
     """
-    from .bundle import export_bundle
+    from .bundle import check_target, export_bundle
 
+    check_target(Path(file), force)  # before asking for a passphrase
     passphrase = bundle_passphrase(confirm=True)
     with ctx.gallery() as g:
-        n = export_bundle(g, file, passphrase)
+        n = export_bundle(g, file, passphrase, force=force)
     ctx.emit({"file": file, "people": n}, f"{file}: {n} people exported")
 
 
