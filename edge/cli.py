@@ -308,31 +308,32 @@ def enable(ctx: Ctx, name: str) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1)
-@click.option("--pairs", type=click.Path(dir_okay=False), help="CSV with file_x,file_y columns.")
+@click.option(
+    "--pairs",
+    help="CSV with file_x,file_y (and optional same) columns; paths relative to its folder.",
+)
 @common
 def verify(ctx: Ctx, images: tuple[str, ...], pairs: str | None) -> None:
     """Say whether two photos show the same person (IMG1 IMG2, or --pairs FILE.csv)."""
-    from .verify import PhotoEmbeddings, read_pairs
+    from .verify import Pair, PhotoEmbeddings, read_pairs
     from .verify import verify as verify_pair
 
     if bool(pairs) == bool(images) or (images and len(images) != 2):
         fail("give two photos, or --pairs FILE.csv", 2)
+    rows = read_pairs(pairs) if pairs else [Pair(images[0], images[1], images[0], images[1])]
     photos = PhotoEmbeddings(ctx.engine())
-    threshold = ctx.cfg.match.threshold
-    rows = read_pairs(pairs) if pairs else [(images[0], images[1], images[0], images[1])]
     errors = 0
-    for x, y, lx, ly in rows:
-        r = verify_pair(photos, x, y, threshold, lx, ly)
+    for pair in rows:  # every row is answered; a broken one is an error, never a "no"
+        r = verify_pair(photos, pair, ctx.cfg.match.threshold)
         if r.error:
             errors += 1
             click.echo(f"edge: {r.error}", err=True)
-        sim = None if r.similarity is None else round(r.similarity, 4)
         ctx.emit(
-            {"file_x": r.file_x, "file_y": r.file_y, "similarity": sim, "verified": r.verified},
-            f"{r.file_x}\t{r.file_y}\t{'-' if sim is None else f'{sim:.3f}'}\t"
-            f"{'same' if r.verified else 'different'}",
+            r.as_dict(),
+            f"{r.file_x}\t{r.file_y}\t{'-' if r.similarity is None else f'{r.similarity:.3f}'}"
+            f"\t{'error' if r.error else 'same' if r.verified else 'different'}",
         )
-    if errors and not pairs:
+    if errors:
         sys.exit(1)
 
 

@@ -118,9 +118,10 @@ class Engine:
         rgb, dets = self._largest_first(bgr, still)
         return self.describe(rgb, dets[0], self.cfg.align.min_eye_distance) if dets else None
 
-    def enrollment_face(self, image: Image, still: bool = True) -> Face:
-        """The one good face of an enrollment photo, or :class:`NoFaceError` saying why."""
-        e = self.cfg.enroll
+    def _one_detection(
+        self, image: Image, still: bool
+    ) -> tuple[np.ndarray, Detection]:
+        """The frame in RGB and its one face, or NoFaceError: none, or several people."""
         rgb, dets = self._largest_first(image.bgr, still)
         if not dets:
             raise NoFaceError(f"{image.path}: no face found")
@@ -130,6 +131,28 @@ class Engine:
             raise NoFaceError(
                 f"{image.path}: more than one face ({len(others) + 1}); use a photo of one person"
             )
+        return rgb, largest
+
+    def single_face(self, image: Image, still: bool = True) -> Face:
+        """The one face of a photo to compare (``edge verify``), embedded, or NoFaceError.
+
+        Refused like an enrollment photo when it shows no face or several
+        people, or when the face is too small to embed; not held to the
+        enrollment's pose and sharpness limits.
+        """
+        rgb, det = self._one_detection(image, still)
+        face = self.describe(rgb, det, self.cfg.align.min_eye_distance)
+        if face.embedding is None:
+            raise NoFaceError(
+                f"{image.path}: face too small (eyes {det.eye_distance:.0f} px apart, "
+                f"need {self.cfg.align.min_eye_distance:.0f})"
+            )
+        return face
+
+    def enrollment_face(self, image: Image, still: bool = True) -> Face:
+        """The one good face of an enrollment photo, or :class:`NoFaceError` saying why."""
+        e = self.cfg.enroll
+        rgb, largest = self._one_detection(image, still)
         # Turned first: a profile's eyes are close together, and "turned" is
         # the reason a person can act on.
         turn = yaw(largest.keypoints)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,78 +21,119 @@ from .image import read_image
 
 @dataclass(frozen=True)
 class PairResult:
-    """One pair's answer; ``similarity`` is None when either photo has no usable face."""
+    """One pair's answer; ``similarity`` is None and ``error`` says why when a photo is unusable.
+
+    ``same`` is the CSV's expected answer, when it has a ``same`` column.
+    """
 
     file_x: str
     file_y: str
     similarity: float | None
     verified: bool
     error: str | None = None
+    same: bool | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON row: ``error`` only on a broken row, ``same`` only when the CSV gave it."""
+        out: dict[str, object] = {
+            "file_x": self.file_x,
+            "file_y": self.file_y,
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "verified": self.verified,
+        }
+        if self.same is not None:
+            out["same"] = self.same
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One row of a pairs CSV: paths to read, paths as written, and the expected answer."""
+
+    path_x: str
+    path_y: str
+    file_x: str
+    file_y: str
+    same: bool | None = None
 
 
 class PhotoEmbeddings:
-    """The embedding of the largest face of each photo, computed once per path."""
+    """The embedding of the one face of each photo, computed once per path."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._cache: dict[str, tuple[np.ndarray | None, str | None]] = {}
 
     def get(self, path: str) -> tuple[np.ndarray | None, str | None]:
-        """(embedding, None) or (None, reason) for the photo at ``path``."""
+        """(embedding, None) or (None, reason) for the photo at ``path``.
+
+        A photo with several people is refused, as enrollment refuses it:
+        comparing "the largest face" of a group photo silently answers for
+        whoever stood nearest.
+        """
         if path not in self._cache:
             e = self.engine.cfg.enroll
             try:
                 image = read_image(path, e.max_image_pixels, e.max_image_bytes)
-                face = self.engine.largest_face(image.bgr, still=True)
-                emb = face.embedding if face is not None else None  # None: too small to embed
-                self._cache[path] = (
-                    (emb, None) if emb is not None else (None, f"{path}: no face found")
-                )
+                self._cache[path] = (self.engine.single_face(image).embedding, None)
             except EdgeError as err:
                 self._cache[path] = (None, str(err))
         return self._cache[path]
 
 
-def verify(
-    photos: PhotoEmbeddings,
-    x: str,
-    y: str,
-    threshold: float,
-    label_x: str | None = None,
-    label_y: str | None = None,
-) -> PairResult:
-    """Compare the largest faces of two photos at ``threshold``."""
-    ex, err_x = photos.get(x)
-    ey, err_y = photos.get(y)
-    lx, ly = label_x or x, label_y or y
+def verify(photos: PhotoEmbeddings, pair: Pair, threshold: float) -> PairResult:
+    """Compare the faces of a pair's two photos at ``threshold``."""
+    ex, err_x = photos.get(pair.path_x)
+    ey, err_y = photos.get(pair.path_y)
     if ex is None or ey is None:
-        return PairResult(lx, ly, None, False, err_x or err_y)
+        return PairResult(pair.file_x, pair.file_y, None, False, err_x or err_y, pair.same)
     sim = float(np.dot(ex, ey))
-    return PairResult(lx, ly, sim, sim >= threshold)
+    return PairResult(pair.file_x, pair.file_y, sim, sim >= threshold, None, pair.same)
 
 
-def read_pairs(csv_path: str | os.PathLike[str]) -> Iterator[tuple[str, str, str, str]]:
-    """(path_x, path_y, as written x, as written y) per row of a pairs CSV.
+#: Accepted values of a pairs CSV's ``same`` column (case-insensitive).
+SAME_VALUES = {"yes": True, "1": True, "true": True, "no": False, "0": False, "false": False}
 
-    The header must have ``file_x`` and ``file_y``; other columns are
-    ignored. Relative paths are relative to the CSV's folder.
+
+def read_pairs(csv_path: str | os.PathLike[str]) -> list[Pair]:
+    """Every row of a pairs CSV, checked before any photo is read.
+
+    The header must have ``file_x`` and ``file_y``; a ``same`` column, if
+    there is one, must hold yes/no/1/0/true/false on every row; other
+    columns are ignored. A UTF-8 byte-order mark (Excel writes one) is
+    skipped. Relative paths are relative to the CSV's folder, not the
+    current one, so a folder of photos and its CSV can move together.
     """
     p = Path(csv_path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ImageError(
             f"{p}: cannot read pairs file ({getattr(e, 'strerror', None) or e})"
         ) from None
+    out = []
     try:
         reader = csv.DictReader(io.StringIO(text))
-        fields = reader.fieldnames or []
+        fields = [f.strip() for f in reader.fieldnames or []]
+        reader.fieldnames = fields
         if "file_x" not in fields or "file_y" not in fields:
             raise ImageError(f"{p}: pairs file needs a header with file_x,file_y")
         for n, row in enumerate(reader, start=2):
             x, y = (row.get("file_x") or "").strip(), (row.get("file_y") or "").strip()
             if not x or not y:
                 raise ImageError(f"{p}: line {n}: file_x and file_y are both needed")
-            yield str(p.parent / x), str(p.parent / y), x, y
+            same = None
+            if "same" in fields:
+                word = (row.get("same") or "").strip().lower()
+                if word not in SAME_VALUES:
+                    raise ImageError(
+                        f"{p}: line {n}: same is {row.get('same')!r};"
+                        " expected yes, no, 1, 0, true or false"
+                    )
+                same = SAME_VALUES[word]
+            out.append(Pair(str(p.parent / x), str(p.parent / y), x, y, same))
     except csv.Error as e:
         raise ImageError(f"{p}: not a readable CSV ({e})") from None
+    return out

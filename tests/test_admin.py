@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
+import cv2
 import pytest
 
-from .conftest import FACES
+from .conftest import FACES, PEOPLE
 from .test_cli import Site, edge, make_site, one_line
 from .test_daemon import config, enroll_photos, folder_of, run_daemon
 
@@ -125,3 +127,71 @@ def test_export_fails_loudly_on_a_write_error(enrolled: Site, tmp_path: Path):
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert r.stderr.startswith(f"edge: {bundle}: cannot write") and "Traceback" not in r.stderr
     assert list(bundle.parent.iterdir()) == []  # no bundle and no temporary file left
+
+
+# --------------------------------------------------------------- 10: verify --pairs
+
+KIT = PEOPLE / "kit_harington"
+
+
+def pairs_folder(tmp_path: Path, header: str, rows: list[str], bom: bool = False) -> Path:
+    """A folder with photos/ (two of Kit, a faceless crop, a group photo) and pairs.csv."""
+    folder = tmp_path / "pairs"
+    (folder / "photos").mkdir(parents=True)
+    for p in (KIT / "kit1.jpg", KIT / "kit2.jpg", FACES / "group/kit_with_rose.jpg"):
+        shutil.copyfile(p, folder / "photos" / p.name)
+    img = cv2.imread(str(PEOPLE / "barack_obama/obama.jpg"))
+    cv2.imwrite(str(folder / "photos/blank.png"), img[:150, :150])
+    text = header + "\n" + "".join(r + "\n" for r in rows)
+    (folder / "pairs.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return folder / "pairs.csv"
+
+
+def test_a_broken_no_pair_is_an_error_not_a_pass(s: Site, tmp_path: Path, monkeypatch):
+    csv_file = pairs_folder(
+        tmp_path,
+        "file_x,file_y,same",
+        [
+            "photos/kit1.jpg,photos/blank.png,no",  # faceless: must not read as "different"
+            "photos/kit1.jpg,photos/missing.jpg,no",
+            "photos/kit1.jpg,photos/kit2.jpg,yes",
+        ],
+        bom=True,  # as Excel saves it
+    )
+    monkeypatch.chdir(tmp_path)  # paths are relative to the CSV's folder, not this one
+    r = edge("verify", "--pairs", csv_file, "--json", *s.opts())
+    assert r.exit_code == 1
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 3  # every row printed before the exit
+    assert [row["same"] for row in rows] == [False, False, True]
+    assert "no face" in rows[0]["error"] and rows[0]["similarity"] is None
+    assert "no such file" in rows[1]["error"]
+    assert "error" not in rows[2] and rows[2]["verified"] is True
+    assert len(r.stderr.splitlines()) == 2
+
+
+@pytest.mark.parametrize("value", ["maybe", "", "Y"])
+def test_a_bad_same_value_is_refused_naming_the_line(s: Site, tmp_path: Path, value: str):
+    csv_file = pairs_folder(
+        tmp_path, "file_x,file_y,same", ["photos/kit1.jpg,photos/kit2.jpg,TRUE",
+                                         f"photos/kit1.jpg,photos/kit2.jpg,{value}"]
+    )
+    one_line(edge("verify", "--pairs", csv_file, *s.opts()), 1, str(csv_file), "line 3", "same")
+
+
+def test_verify_refuses_a_photo_of_several_people(s: Site, tmp_path: Path):
+    group = FACES / "group/kit_with_rose.jpg"
+    r = edge("verify", "--json", KIT / "kit1.jpg", group, *s.opts())
+    assert r.exit_code == 1
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["similarity"] is None and "more than one face" in row["error"]
+    assert r.stderr == f"edge: {group}: more than one face (2); use a photo of one person\n"
+
+
+def test_a_tiny_face_is_too_small_not_missing(s: Site, tmp_path: Path):
+    img = cv2.imread(str(PEOPLE / "barack_obama/obama.jpg"))
+    tiny = tmp_path / "tiny.png"  # the face about 20x20 pixels
+    cv2.imwrite(str(tiny), cv2.resize(img, None, fx=0.071, fy=0.071, interpolation=cv2.INTER_AREA))
+    r = edge("verify", KIT / "kit1.jpg", tiny, *s.opts())
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"edge: {tiny}: face too small"), r.stderr

@@ -312,6 +312,7 @@ def test_verify_a_photo_without_a_face(site: Site, tmp_path: Path):
             "file_y": str(blank),
             "similarity": None,
             "verified": False,
+            "error": f"{blank}: no face found",
         }
     ]
     assert r.stderr == f"edge: {blank}: no face found\n"
@@ -337,7 +338,7 @@ def test_verify_pairs_csv(site: Site, tmp_path: Path):
     csv_file = folder / "pairs.csv"
     csv_file.write_text("file_x,file_y,label\n" + "".join(",".join(r) + "\n" for r in rows))
     r = edge("verify", "--pairs", csv_file, "--json", *site.opts())
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # the broken last row: every row printed, then exit 1
     out = json_lines(r.stdout)
     assert [(o["file_x"], o["file_y"]) for o in out] == [(x, y) for x, y, _ in rows]
     for o, (_, _, label) in zip(out[:4], rows[:4], strict=True):
@@ -345,6 +346,7 @@ def test_verify_pairs_csv(site: Site, tmp_path: Path):
         assert isinstance(o["similarity"], float)
         assert o["verified"] is (label == "1"), o
     assert out[4]["similarity"] is None and out[4]["verified"] is False
+    assert out[4]["error"] == f"{folder / 'photos/blank.png'}: no face found"
     assert r.stderr.splitlines() == [f"edge: {folder / 'photos/blank.png'}: no face found"]
 
 
