@@ -136,6 +136,7 @@ def main() -> None:
 @click.option("--camera", is_flag=True, help="Take the photos from the camera.")
 @click.option("--source", help="Camera source for --camera (default: camera.source).")
 @click.option("--frames", type=click.IntRange(1, 50), help="Frames to take with --camera.")
+@click.option("--force", is_flag=True, help="Enroll even a face already enrolled as someone else.")
 @common
 def enroll(
     ctx: Ctx,
@@ -145,6 +146,7 @@ def enroll(
     camera: bool,
     source: str | None,
     frames: int | None,
+    force: bool,
 ) -> None:
     """Enroll NAME from photos (IMAGE...) or from the camera; all or nothing."""
     from . import enroll as enr
@@ -167,7 +169,10 @@ def enroll(
                 click.echo(f"edge: {r.reason}", err=True)
             fail(rejected[-1].reason)
     with ctx.gallery() as g:
-        result = enr.enroll(g, name, templates, display_name)
+        result = enr.enroll(
+            g, name, templates, display_name,
+            refuse_look_alike=None if force else ctx.cfg.match.threshold,
+        )
     ctx.emit(
         {"name": name, "added": result.added, "skipped": result.skipped_duplicates},
         f"{name}: {result.added} template(s) added"

@@ -96,11 +96,21 @@ def templates_from_camera(
 
 
 def enroll(
-    gallery: Gallery, name: str, templates: Sequence[Template], display_name: str | None = None
+    gallery: Gallery,
+    name: str,
+    templates: Sequence[Template],
+    display_name: str | None = None,
+    *,
+    refuse_look_alike: float | None = None,
 ) -> EnrollResult:
-    """Store the templates under ``name`` in one transaction."""
+    """Store the templates under ``name`` in one transaction.
+
+    With ``refuse_look_alike`` (the match threshold), a face already enrolled
+    as someone else is refused naming them (:meth:`Gallery.enroll`).
+    """
     return gallery.enroll(
         name,
         [(t.embedding, t.quality, t.source_sha256) for t in templates],
         display_name=display_name,
+        refuse_look_alike=refuse_look_alike,
     )

@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlite_utils import Database
 
-from . import crypto
+from . import crypto, identity
 from .config import Config, MatchConfig
 from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
 from .errors import GalleryError
@@ -413,10 +413,20 @@ class Gallery:
         self._insert("events", row | {"detail": detail_json(detail or None)})
 
     def _person_id(self, name: str) -> int:
-        row = self.db.execute("SELECT id FROM people WHERE name = ?", [name]).fetchone()
-        if row is None:
+        return self._find(name)[0]
+
+    def _find(self, name: str) -> tuple[int, str]:
+        """(id, stored name) of the person ``name`` means (:func:`edge.identity.find`)."""
+        found = identity.find(self.db.conn, name)
+        if found is None:
             raise GalleryError(f"{name!r}: no such person in the gallery")
-        return int(row[0])
+        return found
+
+    def _refuse_taken(self, name: str, except_id: int | None = None) -> None:
+        other = identity.taken(self.db.conn, name, except_id)
+        if other is not None:
+            why = "" if other == name else f" ({other!r}: names ignore case and accent form)"
+            raise GalleryError(f"{name!r}: a person of that name already exists{why}")
 
     # ------------------------------------------------------------- sealing
 
@@ -584,15 +594,20 @@ class Gallery:
     ) -> Person:
         """Add a person with no templates yet; GalleryError if the name is taken."""
         row = person_row(name, display_name, notes, valid_from, valid_until)
+        name = row["name"]
         with self._write("add person"):
-            if self.db.execute("SELECT 1 FROM people WHERE name = ?", [name]).fetchone():
-                raise GalleryError(f"{name!r}: a person of that name already exists")
+            self._refuse_taken(name)
             self._insert("people", row)
             self._audit("enroll", name, templates=0)
         return self.person(name)
 
     def enroll(
-        self, name: str, templates: Sequence[TemplateIn], display_name: str | None = None
+        self,
+        name: str,
+        templates: Sequence[TemplateIn],
+        display_name: str | None = None,
+        *,
+        refuse_look_alike: float | None = None,
     ) -> EnrollResult:
         """Add templates to ``name``, creating the person if new; all or nothing.
 
@@ -600,9 +615,15 @@ class Gallery:
         repeats one earlier in ``templates``) is skipped, so enrolling the same
         photos twice changes nothing. ``display_name``, if given, is set.
         Templates are checked as they are written; a bad one anywhere rolls the
-        whole enrollment back, the new person included.
+        whole enrollment back, the new person included. ``name`` means the
+        person whose name matches it ignoring case and accent form.
+
+        With ``refuse_look_alike`` (the match threshold), a template that
+        already matches someone else at that similarity is refused naming
+        them: one face under two names locks the real person out through the
+        match margin.
         """
-        check_name(name)
+        name = check_name(name)
         if display_name is not None:
             check_name(display_name, "display name")
         if not templates:
@@ -610,18 +631,32 @@ class Gallery:
         added = skipped = 0
         with contextlib.suppress(_Unchanged), self._write("enroll"):
             key = self._sealing_key()
-            row = self.db.execute("SELECT id FROM people WHERE name = ?", [name]).fetchone()
+            row = identity.find(self.db.conn, name)
+            if row is not None:
+                name = row[1]
+            checked = []
+            for i, t in enumerate(templates):
+                try:
+                    checked.append(check_template(t))
+                except GalleryError as e:
+                    raise GalleryError(f"{name!r}: template {i + 1}: {e}") from None
+            if refuse_look_alike is not None:
+                other = identity.look_alike(
+                    self, [c[0] for c in checked], refuse_look_alike, row and row[0]
+                )
+                if other is not None:
+                    raise GalleryError(
+                        f"{name!r}: photo {other.template + 1} is already enrolled as"
+                        f" {other.name!r} (similarity {other.similarity:.2f}); add it to"
+                        f" {other.name!r}, or give --force if they really are two people"
+                    )
             if row is None:
                 person_id = self._insert("people", person_row(name, display_name))
             else:
                 person_id = row[0]
                 if display_name is not None:
                     self.db.table("people").update(person_id, {"display_name": display_name})
-            for i, t in enumerate(templates):
-                try:
-                    blob, quality, sha = check_template(t)
-                except GalleryError as e:
-                    raise GalleryError(f"{name!r}: template {i + 1}: {e}") from None
+            for blob, quality, sha in checked:
                 if (
                     sha is not None
                     and self.db.execute(
@@ -646,7 +681,7 @@ class Gallery:
         Past events keep the name: the log is history.
         """
         with self._write("remove"):
-            person_id = self._person_id(name)
+            person_id, name = self._find(name)
             count = self.db.table("templates").count_where("person_id = ?", [person_id])
             self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
             self._audit("remove", name, templates=count)
@@ -663,7 +698,7 @@ class Gallery:
         hold the person until they are pruned (``backup.keep``).
         """
         with self._write("forget"):
-            person_id = self._person_id(name)
+            person_id, name = self._find(name)
             count = self.db.table("templates").count_where("person_id = ?", [person_id])
             self.db.execute("DELETE FROM templates WHERE person_id = ?", [person_id])
             self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
@@ -673,14 +708,10 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> Person:
         """Give a person a new name (past events keep the old one)."""
-        check_name(new)
+        new = check_name(new)
         with self._write("rename"):
-            person_id = self._person_id(old)
-            if (
-                old != new
-                and self.db.execute("SELECT 1 FROM people WHERE name = ?", [new]).fetchone()
-            ):
-                raise GalleryError(f"{new!r}: a person of that name already exists")
+            person_id, old = self._find(old)
+            self._refuse_taken(new, except_id=person_id)  # "rose" -> "Rose" is fine
             self.db.table("people").update(person_id, {"name": new})
             self._audit("rename", new, old=old, new=new)
         return self.person(new)
@@ -751,10 +782,11 @@ class Gallery:
         return Person(**r | {"active": bool(r["active"])})
 
     def person(self, name: str) -> Person:
-        """One person by name; GalleryError if there is none."""
+        """One person by name (ignoring case and accent form); GalleryError if there is none."""
         with self._read("read person"):
-            sql = self._PEOPLE_SQL.format(where="WHERE p.name = ?")
-            rows = list(self.db.query(sql, [name]))
+            found = identity.find(self.db.conn, name)
+            sql = self._PEOPLE_SQL.format(where="WHERE p.id = ?")
+            rows = list(self.db.query(sql, [found[0]])) if found else []
         if not rows:
             raise GalleryError(f"{name!r}: no such person in the gallery")
         return self._to_person(rows[0])

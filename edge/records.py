@@ -54,6 +54,8 @@ def check_name(name: object, what: str = "name") -> str:
 
     Non-empty, at most 64 characters, no surrounding spaces, and nothing that
     hides in a terminal or a log (control, format or unassigned characters).
+    Returned in Unicode NFC, the one form names are stored and compared in
+    (:mod:`edge.identity`).
     """
     if not isinstance(name, str) or not name:
         raise GalleryError(f"{what} must be a non-empty string, got {name!r}")
@@ -63,7 +65,7 @@ def check_name(name: object, what: str = "name") -> str:
         raise GalleryError(f"{what} {name!r}: leading or trailing whitespace")
     if any(unicodedata.category(c) in _BAD_CATEGORIES for c in name):
         raise GalleryError(f"{what} {name!r}: contains control or invisible characters")
-    return name
+    return unicodedata.normalize("NFC", name)
 
 
 def check_notes(notes: object) -> str | None:

@@ -10,13 +10,14 @@ import json
 import os
 import shutil
 import stat
+import unicodedata
 from pathlib import Path
 
 import cv2
 import pytest
 
 from .conftest import FACES, PEOPLE
-from .test_cli import Site, edge, make_site, one_line
+from .test_cli import Site, edge, make_site, one_line, state
 from .test_daemon import config, enroll_photos, folder_of, run_daemon
 
 ME = FACES / "spoof/image_T1.jpg"
@@ -195,3 +196,50 @@ def test_a_tiny_face_is_too_small_not_missing(s: Site, tmp_path: Path):
     r = edge("verify", KIT / "kit1.jpg", tiny, *s.opts())
     assert r.exit_code == 1
     assert r.stderr.startswith(f"edge: {tiny}: face too small"), r.stderr
+
+
+# --------------------------------------------------------------- 6: one name, one face
+
+ROSE = PEOPLE / "rose_leslie"
+JOSE_NFC = unicodedata.normalize("NFC", "José Ñúñez")
+JOSE_NFD = unicodedata.normalize("NFD", "José Ñúñez")
+
+
+def test_names_ignore_case_and_accent_form(s: Site):
+    assert JOSE_NFC != JOSE_NFD
+    assert enroll(s, "Rose", ROSE / "rose1.jpg").exit_code == 0
+    r = enroll(s, "rose", ROSE / "rose2.jpg")  # the same person: her second photo
+    assert r.exit_code == 0, r.output
+    assert names(s) == ["Rose"]
+    r = edge("list", "--json", *s.opts())
+    assert json.loads(r.stdout)[0]["templates"] == 2
+    for spelled in ("ROSE", "rose"):
+        r = edge("disable", spelled, *s.opts())
+        assert r.exit_code == 0, r.output
+    assert json.loads(edge("list", "--json", *s.opts()).stdout)[0]["active"] is False
+
+    assert enroll(s, JOSE_NFD, KIT / "kit1.jpg").exit_code == 0
+    assert enroll(s, JOSE_NFC, KIT / "kit2.jpg").exit_code == 0
+    assert names(s) == [JOSE_NFC, "Rose"]  # stored in NFC: one person, listed once
+    before = state(s.db)
+    one_line(edge("rename", "Rose", JOSE_NFD.upper(), *s.opts()), 1, "already exists")
+    assert state(s.db) == before
+    r = edge("rename", "Rose", "ROSE", *s.opts())  # her own name in capitals is fine
+    assert r.exit_code == 0, r.output
+    assert names(s) == [JOSE_NFC, "ROSE"]
+    r = edge("remove", "josé ñúñez", *s.opts())
+    assert r.exit_code == 0, r.output
+    assert names(s) == ["ROSE"]
+
+
+def test_one_face_cannot_be_enrolled_under_two_names(s: Site):
+    assert enroll(s, "Rose", ROSE / "rose1.jpg").exit_code == 0
+    before = state(s.db)
+    line = one_line(enroll(s, "rosie", ROSE / "rose2.jpg"), 1, "'rosie'", "'Rose'", "--force")
+    assert "already enrolled as" in line
+    assert state(s.db) == before and names(s) == ["Rose"]
+    # Another person's face is fine, and --force overrides when they really are two people.
+    assert enroll(s, "kit", KIT / "kit1.jpg").exit_code == 0
+    r = enroll(s, "rosie", ROSE / "rose2.jpg", extra=("--force",))
+    assert r.exit_code == 0, r.output
+    assert names(s) == ["Rose", "kit", "rosie"]
