@@ -15,6 +15,7 @@ import binascii
 import json
 import os
 import stat
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from . import crypto
+from . import crypto, identity
 from .errors import GalleryError
 from .files import write_temp
 from .gallery import Gallery
-from .records import EMBEDDING_BYTES, check_quality_and_sha, now_iso, person_row
+from .records import EMBEDDING_BYTES, check_name, check_quality_and_sha, now_iso, person_row
 
 BUNDLE_FORMAT = "edge-gallery"
 BUNDLE_VERSION = 1
@@ -34,11 +35,15 @@ BUNDLE_VERSION = 1
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What an import did: new people, templates added, templates already present."""
+    """What an import did: new people, templates added, templates already present, and
+    the names merged into a local person, renamed (``"bundle name -> new name"``) or warned of."""
 
     people_added: int
     templates_added: int
     skipped_duplicates: int
+    merged: tuple[str, ...] = ()
+    renamed: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def export_bundle(
@@ -107,56 +112,101 @@ def import_bundle(
     passphrase: str | None = None,
     *,
     allow_unencrypted: bool = False,
+    merge: bool = False,
+    rename: Sequence[str] = (),
+    threshold: float | None = None,
 ) -> ImportResult:
     """Merge a bundle from :func:`export_bundle` into ``gallery``, in one transaction.
 
     The whole bundle is opened (wrong passphrase or altered file: one
     GalleryError) and checked before the database is touched. A plain
     JSON bundle from an older edge-access is refused unless
-    ``allow_unencrypted``: nothing vouches that it was not altered. Merge rules:
-    a person not here is added with the bundle's fields; a person already
-    here keeps their local fields (active, validity, names, notes: local
-    decisions win, so an import never re-enables someone disabled here) and
-    gains the bundle's templates they lack. A template is already present
-    when the person has one with the same source_sha256 or, lacking a
-    sha, the same embedding. Nothing is ever deleted by an import.
+    ``allow_unencrypted``: nothing vouches that it was not altered.
+
+    A person not here is added with the bundle's fields. A bundle person
+    whose name (ignoring case and accent form, :mod:`edge.identity`) is
+    already here is a *collision* when the bundle would add templates to
+    them: two sites' "kit" may be two humans, and merging them lets both
+    in as one. A collision refuses the whole import unless ``merge`` (the
+    same person: they gain the bundle's templates they lack and keep their
+    local fields, so an import never re-enables someone disabled here) or
+    ``rename`` names it ``"OLD=NEW"`` (or just ``"NEW"`` when only one
+    name collides): then the bundle's person is added as NEW. With
+    ``threshold`` (the match threshold) the faces are compared too:
+    ``warnings`` says when a collision's templates do not look like the
+    local person, or a new person looks like someone already here.
+
+    A template is already present when the person has one with the same
+    source_sha256 or, lacking a sha, the same embedding. Nothing is ever
+    deleted by an import.
     """
     path = Path(path)
     people, sealed = _read_bundle(path, passphrase, allow_unencrypted)
+    explicit, bare = _renames(path, people, rename)
     people_added = added = skipped = 0
-    new_names = []
+    new_names: list[str] = []
+    merged: list[str] = []
+    renamed: list[str] = []
+    warnings: list[str] = []
     with gallery._write("import"):
         key = gallery._sealing_key()
+        plan = []
         for person, templates in people:
-            row = gallery.db.execute(
-                "SELECT id FROM people WHERE name = ?", [person["name"]]
-            ).fetchone()
-            if row is None:
-                person_id = gallery._insert("people", person)
-                people_added += 1
-                new_names.append(person["name"])
-                have: set[bytes] = set()
-            else:
-                person_id = row[0]
+            incoming = person["name"]
+            target = explicit.get(identity.name_key(incoming), incoming)
+            found = identity.find(gallery.db.conn, target)
+            have: set[bytes] = set()
+            if found is not None:
                 mine = gallery.db.execute(
                     "SELECT id, person_id, embedding FROM templates WHERE person_id = ?",
-                    [person_id],
+                    [found[0]],
                 ).fetchall()
                 have = set(gallery._unseal(mine))
-            for plain, quality, sha, created in templates:
-                if (
-                    gallery.db.execute(
-                        "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?",
-                        [person_id, sha],
-                    ).fetchone()
-                    if sha is not None
-                    else plain in have
-                ):
-                    skipped += 1
-                    continue
+            fresh = [t for t in templates if not _present(gallery, found, have, t)]
+            plan.append([person, incoming, target, found, fresh, len(templates) - len(fresh)])
+        collisions = [p for p in plan if p[3] is not None and p[4] and p[2] == p[1]]
+        if bare:
+            if len(collisions) != 1:
+                raise GalleryError(
+                    f"{path}: --rename NEW needs exactly one colliding name"
+                    f" ({len(collisions)} collide); use --rename OLD=NEW"
+                )
+            p = collisions.pop()
+            p[2], p[3], p[4], p[5] = check_name(bare), None, list(people[plan.index(p)][1]), 0
+            if identity.find(gallery.db.conn, p[2]) is not None:
+                p[3] = identity.find(gallery.db.conn, p[2])
+        new_keys: set[str] = set()
+        for _, incoming, target, found, _, _ in plan:
+            if target != incoming and found is not None:
+                raise GalleryError(
+                    f"{path}: --rename {incoming}={target}: {found[1]!r} is already a person here"
+                )
+            if found is None and identity.name_key(target) in new_keys:
+                raise GalleryError(f"{path}: two of the bundle's people would be named {target!r}")
+            new_keys.add(identity.name_key(target))
+        for person, incoming, target, found, fresh, present in plan:
+            skipped += present
+            if found is None:
+                row = person | {"name": check_name(target)}
+                person_id = gallery._insert("people", row)
+                people_added += 1
+                new_names.append(row["name"])
+                if target != incoming:
+                    renamed.append(f"{incoming} -> {row['name']}")
+                warnings += _look_alike(gallery, path, incoming, person_id, fresh, threshold)
+            else:
+                person_id = found[0]
+                if fresh and target == incoming:
+                    mismatch = _mismatch(gallery, path, incoming, found, fresh, threshold)
+                    if not merge:
+                        continue  # refused below, with every collision named
+                    warnings += mismatch
+                    merged.append(found[1])
+            for plain, quality, sha, created in fresh:
                 gallery._insert_template(key, person_id, plain, quality, sha, created)
-                have.add(plain)
                 added += 1
+        if collisions and not merge:
+            raise GalleryError(_collision_message(gallery, path, plan, collisions, threshold))
         gallery._audit(
             "import",
             None,
@@ -166,8 +216,106 @@ def import_bundle(
             people=new_names,
             templates_added=added,
             skipped=skipped,
+            merged=merged,
+            renamed=renamed,
         )
-    return ImportResult(people_added, added, skipped)
+    return ImportResult(
+        people_added, added, skipped, tuple(merged), tuple(renamed), tuple(warnings)
+    )
+
+
+def _renames(
+    path: Path, people: Sequence[tuple[dict[str, Any], list[Any]]], rename: Sequence[str]
+) -> tuple[dict[str, str], str | None]:
+    """``--rename`` values: {name key of a bundle name: new name}, and a bare NEW (or None)."""
+    in_bundle = {identity.name_key(p["name"]) for p, _ in people}
+    explicit: dict[str, str] = {}
+    bare = None
+    for value in rename:
+        if "=" in value:
+            old, new = (v.strip() for v in value.split("=", 1))
+            if identity.name_key(old) not in in_bundle:
+                raise GalleryError(f"{path}: --rename {value}: no {old!r} in the bundle")
+            explicit[identity.name_key(old)] = check_name(new)
+        elif bare is None:
+            bare = value
+        else:
+            raise GalleryError("--rename NEW may be given once; use --rename OLD=NEW for more")
+    return explicit, bare
+
+
+def _present(
+    gallery: Gallery, found: tuple[int, str] | None, have: set[bytes], t: _BundleTemplate
+) -> bool:
+    """Whether local person ``found`` already has bundle template ``t`` (by sha, else bytes)."""
+    plain, _, sha, _ = t
+    if found is None:
+        return False
+    if sha is None:
+        return plain in have
+    return (
+        gallery.db.execute(
+            "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?", [found[0], sha]
+        ).fetchone()
+        is not None
+    )
+
+
+def _mismatch(
+    gallery: Gallery,
+    path: Path,
+    name: str,
+    found: tuple[int, str],
+    fresh: list[_BundleTemplate],
+    threshold: float | None,
+) -> list[str]:
+    """A warning when a colliding bundle person's faces do not look like the local person."""
+    if threshold is None:
+        return []
+    sim = identity.best_similarity(gallery, found[0], [t[0] for t in fresh])
+    if sim is None or sim >= threshold:
+        return []
+    return [
+        f"{path}: the bundle's {name!r} does not look like the {found[1]!r} here (best"
+        f" similarity {sim:.2f}, threshold {threshold:.2f}): probably two different people"
+    ]
+
+
+def _look_alike(
+    gallery: Gallery,
+    path: Path,
+    name: str,
+    person_id: int,
+    fresh: list[_BundleTemplate],
+    threshold: float | None,
+) -> list[str]:
+    """A warning when a person the import adds already looks like someone here."""
+    if threshold is None:
+        return []
+    other = identity.look_alike(gallery, [t[0] for t in fresh], threshold, person_id)
+    if other is None:
+        return []
+    return [
+        f"{path}: the bundle's {name!r} looks like {other.name!r} here (similarity"
+        f" {other.similarity:.2f}); if they are one person, import with --merge instead"
+    ]
+
+
+def _collision_message(
+    gallery: Gallery, path: Path, plan: list[list[Any]], collisions: list[list[Any]],
+    threshold: float | None,
+) -> str:
+    """One line naming every collision, whether its faces match, and the way out."""
+    parts = []
+    for p in collisions:
+        _, incoming, _, found, fresh, _ = p
+        mismatch = _mismatch(gallery, path, incoming, found, fresh, threshold)
+        faces = " (its faces do NOT look like theirs)" if mismatch else ""
+        parts.append(f"{incoming!r} is already a person here{faces}")
+    return (
+        f"{path}: nothing imported: {'; '.join(parts)}; give --merge if they are the same"
+        " person, or --rename OLD=NEW to add the bundle's as someone new"
+    )
 
 
 def check_target(path: Path, force: bool) -> None:
@@ -277,9 +425,9 @@ def _check_bundle(path: Path, data: Any) -> list[tuple[dict[str, Any], list[_Bun
         try:
             fields = ("name", "display_name", "notes", "valid_from", "valid_until", "created")
             row = person_row(**{k: p.get(k) for k in fields}, active=p.get("active", True))
-            if row["name"] in seen:
+            if identity.name_key(row["name"]) in seen:
                 raise GalleryError(f"{row['name']!r} appears twice")
-            seen.add(row["name"])
+            seen.add(identity.name_key(row["name"]))
             if not isinstance(p.get("templates"), list):
                 raise GalleryError("templates: expected a list")
         except GalleryError as e:

@@ -419,24 +419,43 @@ def export_(ctx: Ctx, file: str, force: bool) -> None:
 
 
 @main.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option(
     "--allow-unencrypted",
     is_flag=True,
     help="Accept a plain bundle from an older edge-access (only a file you trust).",
 )
+@click.option("--merge", is_flag=True, help="A bundle name already here is the same person.")
+@click.option(
+    "--rename",
+    multiple=True,
+    metavar="[OLD=]NEW",
+    help="Add the bundle's OLD (or its one colliding name) as NEW instead.",
+)
 @common
-def import_(ctx: Ctx, file: str, allow_unencrypted: bool) -> None:
-    """Add the people and templates in FILE (opened and checked before the gallery is touched)."""
+def import_(
+    ctx: Ctx, file: str, allow_unencrypted: bool, merge: bool, rename: tuple[str, ...]
+) -> None:
+    """Add the people and templates in FILE (opened and checked before the gallery is touched).
+
+    A bundle name already here is refused unless --merge or --rename says what it is.
+    """
     from .bundle import import_bundle, is_sealed_bundle
 
     passphrase = bundle_passphrase(confirm=False) if is_sealed_bundle(file) else None
     with ctx.gallery() as g:
-        r = import_bundle(g, file, passphrase, allow_unencrypted=allow_unencrypted)
+        r = import_bundle(
+            g, file, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
+            rename=rename, threshold=ctx.cfg.match.threshold,
+        )
+    for w in r.warnings:
+        click.echo(f"edge: warning: {w}", err=True)
     ctx.emit(
         r.__dict__,
         f"{file}: {r.people_added} people, {r.templates_added} templates added, "
-        f"{r.skipped_duplicates} already present",
+        f"{r.skipped_duplicates} already present"
+        + (f"; merged {', '.join(r.merged)}" if r.merged else "")
+        + (f"; renamed {', '.join(r.renamed)}" if r.renamed else ""),
     )
 
 

@@ -917,11 +917,17 @@ class Gallery:
         passphrase: str | None = None,
         *,
         allow_unencrypted: bool = False,
+        merge: bool = False,
+        rename: Sequence[str] = (),
+        threshold: float | None = None,
     ) -> ImportResult:
         """Merge a bundle into this gallery: :func:`edge.bundle.import_bundle`."""
         from .bundle import import_bundle
 
-        return import_bundle(self, path, passphrase, allow_unencrypted=allow_unencrypted)
+        return import_bundle(
+            self, path, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
+            rename=rename, threshold=threshold,
+        )
 
     # ------------------------------------------------------------- maintenance
 

@@ -243,3 +243,55 @@ def test_one_face_cannot_be_enrolled_under_two_names(s: Site):
     r = enroll(s, "rosie", ROSE / "rose2.jpg", extra=("--force",))
     assert r.exit_code == 0, r.output
     assert names(s) == ["Rose", "kit", "rosie"]
+
+
+# --------------------------------------------------------------- 2: import collisions
+
+
+def bundle_of(tmp_path: Path, name: str, *photos: Path) -> Path:
+    """A sealed bundle from another site holding ``name`` enrolled from ``photos``."""
+    (tmp_path / "other").mkdir()
+    other = make_site(tmp_path / "other")
+    assert edge("enroll", name, *photos, *other.opts()).exit_code == 0
+    out = tmp_path / "bundle.json"
+    assert edge("export", out, *other.opts(), env=PASS).exit_code == 0
+    return out
+
+
+def test_import_refuses_two_humans_under_one_name(s: Site, tmp_path: Path):
+    assert enroll(s, "kit", PEOPLE / "joe_biden/biden.jpg").exit_code == 0  # site A's kit
+    bundle = bundle_of(tmp_path, "Kit", KIT / "kit1.jpg", KIT / "kit2.jpg")  # Kit Harington
+    before = state(s.db)
+    line = one_line(edge("import", bundle, *s.opts(), env=PASS), 1, "'Kit'", "--merge", "--rename")
+    assert "do NOT look like" in line
+    assert state(s.db) == before
+
+    # --rename: the bundle's Kit is someone new; the local kit is untouched.
+    copy = tmp_path / "renamed.db"
+    shutil.copyfile(s.db, copy)
+    r = edge("import", bundle, "--rename", "kit.h", "--json", *s.opts(copy), env=PASS)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert (out["people_added"], out["templates_added"], out["renamed"]) == (1, 2, ["Kit -> kit.h"])
+    listed = json.loads(edge("list", "--json", *s.opts(copy)).stdout)
+    assert {p["name"]: p["templates"] for p in listed} == {"kit": 1, "kit.h": 2}
+    r = edge("import", bundle, "--rename", "kit=KIT", *s.opts(), env=PASS)
+    one_line(r, 1, "already a person")
+    assert state(s.db) == before
+
+    # --merge does what the admin says, and warns that the faces differ.
+    r = edge("import", bundle, "--merge", *s.opts(), env=PASS)
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("edge: warning: ") and "does not look like" in r.stderr
+    assert "merged kit" in r.stdout
+
+
+def test_import_of_the_same_person_merges_quietly_when_asked(s: Site, tmp_path: Path):
+    assert enroll(s, "kit", KIT / "kit3.jpg").exit_code == 0
+    bundle = bundle_of(tmp_path, "kit", KIT / "kit1.jpg")
+    line = one_line(edge("import", bundle, *s.opts(), env=PASS), 1, "'kit'", "--merge")
+    assert "NOT" not in line
+    r = edge("import", bundle, "--merge", *s.opts(), env=PASS)
+    assert (r.exit_code, r.stderr) == (0, ""), r.output
+    r = edge("import", bundle, *s.opts(), env=PASS)  # all present now: nothing to refuse
+    assert r.exit_code == 0 and "0 templates added, 1 already present" in r.stdout

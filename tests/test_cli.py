@@ -646,6 +646,9 @@ def test_export_import_round_trip(site: Site, db: Path, tmp_path: Path):
         "people_added": len(ENROLLED),
         "templates_added": templates,
         "skipped_duplicates": 0,
+        "merged": [],
+        "renamed": [],
+        "warnings": [],
     }
     assert _without_ids(people(site, fresh)) == _without_ids(people(site, db))
     faces = identify(site, FACES / "group/obama_and_biden.jpg", fresh)

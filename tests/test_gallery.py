@@ -325,8 +325,12 @@ def test_import_merges_and_local_decisions_win(tmp_path: Path, rng: np.random.Ge
         g.enroll("alice", [(unit(rng), 0.9, sha(1))], "Ally")
         g.set_active("alice", False)
         g.enroll("zed", [(unit(rng), 0.9, sha(9))])
-        r = g.import_(bundle, PASS)
+        with pytest.raises(GalleryError, match="'alice' is already a person here"):
+            g.import_(bundle, PASS)  # a collision: the same person only when the admin says so
+        assert g.person("alice").templates == 1
+        r = g.import_(bundle, PASS, merge=True)
         assert (r.people_added, r.templates_added, r.skipped_duplicates) == (0, 1, 1)
+        assert r.merged == ("alice",)
         alice = g.person("alice")
         assert (alice.active, alice.display_name, alice.templates) == (False, "Ally", 2)
         assert g.person("zed").templates == 1  # nothing is deleted
