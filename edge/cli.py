@@ -229,16 +229,10 @@ def rename(ctx: Ctx, old: str, new: str) -> None:
 @common
 def forget(ctx: Ctx, name: str) -> None:
     """Erase NAME, their templates and snapshots for good (the log keeps the name)."""
-    with ctx.gallery() as g:
-        n = g.forget(name)
-    snapshots = 0
-    if ctx.cfg.decision.snapshot_dir is not None:
-        from .snapshots import SnapshotStore
+    from .snapshots import configured_store, forget_person
 
-        d = ctx.cfg.decision
-        snapshots = SnapshotStore(
-            ctx.cfg.path(d.snapshot_dir), d.snapshot_max_mb, ctx.cfg.privacy.snapshot_days
-        ).forget(name)
+    with ctx.gallery() as g:
+        n, snapshots = forget_person(g, configured_store(ctx.cfg), name)
     ctx.emit(
         {"name": name, "templates_erased": n, "snapshots_erased": snapshots},
         f"{name}: forgotten ({n} template(s), {snapshots} snapshot(s) erased;"

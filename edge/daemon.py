@@ -327,7 +327,7 @@ class Daemon:
         )
         # Low on space: snapshots go first; the decision above is already made and queued.
         if d.decision == "denied" and self.snapshots is not None and self.storage.ok():
-            self.snapshots.save(frame.image, d.name, frame.t_wall)
+            self.snapshots.save(frame.image, d.name, frame.t_wall, d.person_id)
 
     def _alarm(self, alarm: Alarm, frame: Frame) -> None:
         """Record a lockout starting or ending as one ``alarm`` event."""

@@ -65,6 +65,7 @@ class Decision:
     reason: str
     track: int
     latency: float  # seconds from the track's first frame to this decision (frame time)
+    person_id: int | None = None  # the gallery's id of ``name`` (snapshots follow it)
 
 
 @dataclass(frozen=True)
@@ -309,13 +310,14 @@ class Decider:
                 live.reason if not live.live else str(refusal),
                 track.id,
                 t - track.first_seen,
+                vote.match.person_id,
             )
         if self.lockout.active(t):
             if track.refused_lockout:
                 return None
             track.refused_lockout = True
             return Decision("denied", name, vote.match.display_name, sim, live.score, "lockout",
-                            track.id, t - track.first_seen)
+                            track.id, t - track.first_seen, vote.match.person_id)
         track.decided = True
         self._last_grant[name] = t
         return Decision(
@@ -327,6 +329,7 @@ class Decider:
             f"recognised; {live.reason}",
             track.id,
             t - track.first_seen,
+            vote.match.person_id,
         )
 
     def _unknown(self, track: Track, vote: Vote, t: float) -> Decision | None:

@@ -122,3 +122,15 @@ def best_similarity(gallery: Gallery, person_id: int, embeddings: Sequence[bytes
         return None
     mine = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(-1, DIM)
     return float(np.max(mine.astype(np.float32) @ theirs.astype(np.float32).T))
+
+
+def former_names(gallery: Gallery, name: str) -> list[str]:
+    """The names person ``name`` had before, newest first, from the log's ``rename`` events."""
+    current, out = name_key(name), []
+    for e in reversed(gallery.events(kind="rename")):
+        d = e.detail or {}
+        new, old = d.get("new"), d.get("old")
+        if isinstance(new, str) and isinstance(old, str) and name_key(new) == current:
+            out.append(old)
+            current = name_key(old)
+    return out

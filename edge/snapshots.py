@@ -5,8 +5,11 @@ by its owner only (0600) in a folder only its owner can enter (0700); the
 folder is capped in size (oldest removed first) and snapshots older than
 ``privacy.snapshot_days`` are deleted. File names say whose face it is, so an
 erasure request is one call: ``unknown_20240501T081502.123Z.jpg`` for a
-stranger, ``person.ann_20240501T081502.123Z.jpg`` for Ann refused (a photo
-held up, a disabled badge, a lockout). Saving never raises: a full disk or a
+stranger, ``person7.ann_20240501T081502.123Z.jpg`` for Ann (person id 7)
+refused (a photo held up, a disabled badge, a lockout). The id is what
+:meth:`SnapshotStore.forget` goes by, so snapshots follow the person through
+``edge rename``; ``person.ann_…`` (no id) is what older versions wrote, found
+by the names the person had. Saving never raises: a full disk or a
 read-only folder costs the snapshot, never a decision.
 """
 
@@ -22,9 +25,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .gallery import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +60,14 @@ class Snapshot:
     size: int
 
 
-def label(name: str | None) -> str:
-    """The file-name label of ``name`` (None: a stranger); one label per person.
+def label(name: str | None, person_id: int | None = None) -> str:
+    """The file-name label of ``name`` (None: a stranger), person ``person_id``.
 
     Letters, digits, "-" and "." are kept, anything else (including "_", the
-    separator, and "/") becomes %XX, and people get a "person." prefix, so no
-    name can pass for a stranger or another person. Very long labels are cut
-    and end in a hash of the whole name, to stay within file-name limits.
+    separator, and "/") becomes %XX, and people get a "person<id>." prefix
+    ("person." without an id, as older versions wrote), so no name can pass
+    for a stranger or another person. Very long labels are cut and end in a
+    hash of the whole name, to stay within file-name limits.
     """
     if name is None:
         return UNKNOWN
@@ -66,11 +75,16 @@ def label(name: str | None) -> str:
         c if (c.isalnum() or c in "-.") else "".join(f"%{b:02X}" for b in c.encode())
         for c in name
     )
-    out = f"person.{safe}"
+    out = f"person.{safe}" if person_id is None else f"{_id_prefix(person_id)}{safe}"
     if len(out.encode()) > MAX_LABEL_BYTES:
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         out = out.encode()[: MAX_LABEL_BYTES - 17].decode(errors="ignore") + "~" + digest
     return out
+
+
+def _id_prefix(person_id: int) -> str:
+    """How every label of person ``person_id`` begins, whatever their name was."""
+    return f"person{int(person_id)}."
 
 
 def _stamp(t_wall: float) -> str:
@@ -122,8 +136,13 @@ class SnapshotStore:
         found = [s for s in map(parse, paths) if s is not None]
         return sorted(found, key=lambda s: (s.t_wall, s.path.name))
 
-    def save(self, bgr: np.ndarray, name: str | None, t_wall: float) -> Path | None:
+    def save(
+        self, bgr: np.ndarray, name: str | None, t_wall: float, person_id: int | None = None
+    ) -> Path | None:
         """Store one frame as a snapshot of ``name`` (None: a stranger) taken at ``t_wall``.
+
+        ``person_id`` (the gallery's) goes in the file name, so the snapshot
+        stays that person's through a rename.
 
         Returns the new file, or None when it could not be kept: disk full or
         below ``min_free_mb``, folder unwritable, an image that will not
@@ -139,7 +158,7 @@ class SnapshotStore:
             free = shutil.disk_usage(self.folder).free
             if free - len(data) < self.min_free:
                 raise OSError(f"only {free / 1e6:.0f} MB free on the disk")
-            path = self._write(f"{label(name)}_{_stamp(t_wall)}", data)
+            path = self._write(f"{label(name, person_id)}_{_stamp(t_wall)}", data)
         except (OSError, ValueError, OverflowError, cv2.error) as e:
             self._fail(e)
             return None
@@ -156,10 +175,22 @@ class SnapshotStore:
         """Delete snapshots older than ``days`` at ``now`` (wall clock); returns how many."""
         return self._delete(s for s in self.snapshots() if now - s.t_wall > self.max_age)
 
-    def forget(self, name: str | None) -> int:
-        """Delete every snapshot of ``name`` (None: every stranger's); returns how many."""
-        mine = label(name)
-        return self._delete(s for s in self.snapshots() if s.label == mine)
+    def forget(
+        self, name: str | None, person_id: int | None = None, former: Iterable[str] = ()
+    ) -> int:
+        """Delete every snapshot of a person (``name`` None: every stranger's); how many.
+
+        With ``person_id``, every snapshot saved under that id, whatever name
+        it bears; and the id-less ones older versions wrote under ``name`` or
+        any ``former`` name of theirs.
+        """
+        mine = {label(name)} | {label(n) for n in former}
+        prefix = _id_prefix(person_id) if person_id is not None and name is not None else None
+        return self._delete(
+            s
+            for s in self.snapshots()
+            if s.label in mine or (prefix is not None and s.label.startswith(prefix))
+        )
 
     def _write(self, stem: str, data: bytes) -> Path:
         """Write ``data`` to a new file ``stem[_n].jpg`` (mode 0600); never overwrites one."""
@@ -208,3 +239,26 @@ class SnapshotStore:
             self._failing = True
         else:
             log.debug("snapshot not saved (%s)", e)
+
+
+def forget_person(gallery: Gallery, store: SnapshotStore | None, name: str) -> tuple[int, int]:
+    """Erase ``name`` from the gallery and their snapshots from ``store``: (templates, snapshots).
+
+    Snapshots are found by the person's id, so a rename does not hide any;
+    id-less ones from older versions by the names the log says they had.
+    """
+    from .identity import former_names
+
+    person = gallery.person(name)
+    former = former_names(gallery, person.name)
+    templates = gallery.forget(person.name)
+    snaps = store.forget(person.name, person.id, former) if store is not None else 0
+    return templates, snaps
+
+
+def configured_store(cfg: Config) -> SnapshotStore | None:
+    """The snapshot folder ``decision.snapshot_dir`` names, or None when snapshots are off."""
+    d = cfg.decision
+    if d.snapshot_dir is None:
+        return None
+    return SnapshotStore(cfg.path(d.snapshot_dir), d.snapshot_max_mb, cfg.privacy.snapshot_days)

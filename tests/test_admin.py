@@ -295,3 +295,28 @@ def test_import_of_the_same_person_merges_quietly_when_asked(s: Site, tmp_path: 
     assert (r.exit_code, r.stderr) == (0, ""), r.output
     r = edge("import", bundle, *s.opts(), env=PASS)  # all present now: nothing to refuse
     assert r.exit_code == 0 and "0 templates added, 1 already present" in r.stdout
+
+
+# --------------------------------------------------------------- 7: snapshots follow the person
+
+
+def test_forget_after_rename_erases_the_snapshots(site, tmp_path, engine):
+    snaps = tmp_path / "snaps"
+    text = (site / "config.yaml").read_text()
+    text = text.replace("  snapshot_dir: null", f"  snapshot_dir: {snaps}")
+    (site / "config.yaml").write_text(text)
+    cfg = config(site, liveness={"mode": "off"})
+    enroll_photos(cfg, "her", ME, engine=engine)
+    opts = ["--config", str(site / "config.yaml")]
+    assert edge("disable", "her", *opts).exit_code == 0  # refused: her face is kept
+    run_daemon(cfg, folder_of(tmp_path, "f", ME, 10), tmp_path)
+    assert len(list(snaps.iterdir())) == 1
+    # An id-less snapshot as an older version wrote it, under the name she had then.
+    old = snaps / "person.her_20240501T081502.123Z.jpg"
+    old.write_bytes(next(snaps.iterdir()).read_bytes())
+    (snaps / "unknown_20240501T081502.123Z.jpg").write_bytes(b"stranger")
+    assert edge("rename", "her", "ann", *opts).exit_code == 0
+    r = edge("forget", "ann", "--json", *opts)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["snapshots_erased"] == 2
+    assert [p.name for p in snaps.iterdir()] == ["unknown_20240501T081502.123Z.jpg"]
