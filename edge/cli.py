@@ -89,6 +89,24 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+class PathArg(click.Path):
+    """A click.Path whose refusal is one line naming the path and the reason.
+
+    click's own is a three-line Usage/Try/Error block; every other bad input
+    of ``edge`` is one ``edge: ...`` line, so a path is too (exit 2).
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            reason = e.message.split("' ", 1)[-1].rstrip(".")
+            reason = reason.replace("is a directory", "is a folder, not a file")
+            option = param.opts[0] if param is not None and param.opts else ""
+            what = f"{option} {value}" if option.startswith("-") else str(value)
+            fail(f"{what}: {reason}", 2)
+
+
 def common(f: F) -> F:
     """--config, --db and --json for every command, declared once."""
 
@@ -96,13 +114,13 @@ def common(f: F) -> F:
     @click.option(
         "--db",
         envvar="EDGE_DB",
-        type=click.Path(dir_okay=False),
+        type=PathArg(dir_okay=False),
         help="Gallery database (default: gallery.db in the config).",
     )
     @click.option(
         "--config",
         envvar="EDGE_CONFIG",
-        type=click.Path(dir_okay=False),
+        type=PathArg(dir_okay=False),
         help="Configuration file (default: config.yaml).",
     )
     @functools.wraps(f)
@@ -336,6 +354,10 @@ def verify(ctx: Ctx, images: tuple[str, ...], pairs: str | None) -> None:
         sys.exit(1)
 
 
+#: ``identify``'s word for each :meth:`Match.refusal`: an admin disabled them, not "inactive".
+_STATUS = {None: "active", "inactive": "disabled"}
+
+
 @main.command()
 @click.argument("image")
 @common
@@ -356,6 +378,8 @@ def identify(ctx: Ctx, image: str) -> None:
                 "box": [round(v, 1) for v in f.box],
                 "name": m.name if m else None,
                 "similarity": round(m.similarity, 4) if m else None,
+                # Who would be let in: a recognised but disabled person is not.
+                "status": "too small" if m is None else _STATUS.get(m.refusal(), m.refusal()),
             }
         )
     if ctx.json:
@@ -366,7 +390,8 @@ def identify(ctx: Ctx, image: str) -> None:
     for face in faces:
         who = face["name"] or "unknown"
         sim = "-" if face["similarity"] is None else f"{face['similarity']:.3f}"
-        click.echo(f"{who}\t{sim}\tbox {face['box']}")
+        status = "" if face["status"] in ("active", "unknown") else f"\t({face['status']})"
+        click.echo(f"{who}\t{sim}\tbox {face['box']}{status}")
 
 
 # --------------------------------------------------------------- audit and data
@@ -378,20 +403,16 @@ def identify(ctx: Ctx, image: str) -> None:
 @click.option("--limit", type=click.IntRange(1), help="Only the newest N.")
 @common
 def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> None:
-    """Show the audit log, oldest first."""
+    """Show the audit log, oldest first, with what each admin change did."""
+    from .audit import check_kind, describe
+
     with ctx.gallery() as g:
-        rows = g.events(since=since, kind=kind, limit=limit)
+        rows = g.events(since=since, kind=kind and check_kind(g, kind), limit=limit)
     if ctx.json:
         ctx.emit([r.__dict__ for r in rows])
         return
     for r in rows:
-        sim = "" if r.similarity is None else f" sim={r.similarity:.3f}"
-        live = "" if r.liveness is None else f" live={r.liveness:.2f}"
-        who = f" by {r.actor}" if r.actor else ""
-        click.echo(
-            f"{r.ts} {r.kind} {r.name or '-'} {r.decision or ''}{sim}{live}"
-            f" {r.reason or ''}{who}".rstrip()
-        )
+        click.echo(describe(r))
 
 
 @main.command("export")
@@ -472,7 +493,7 @@ def backup(ctx: Ctx, list_: bool) -> None:
 
 
 @main.command()
-@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("backup_file", type=PathArg(exists=True, dir_okay=False))
 @common
 def restore(ctx: Ctx, backup_file: str) -> None:
     """Put BACKUP_FILE in place of the gallery (stop the daemon first); the old file is kept."""
@@ -713,7 +734,7 @@ def doctor(ctx: Ctx) -> None:
 )
 @click.option(
     "--replay",
-    type=click.Path(exists=True, dir_okay=False),
+    type=PathArg(exists=True, dir_okay=False),
     help="Also time the daemon's frame processing on this video.",
 )
 @common

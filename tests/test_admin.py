@@ -320,3 +320,44 @@ def test_forget_after_rename_erases_the_snapshots(site, tmp_path, engine):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["snapshots_erased"] == 2
     assert [p.name for p in snaps.iterdir()] == ["unknown_20240501T081502.123Z.jpg"]
+
+
+# --------------------------------------------------------------- 12: clarity
+
+
+def test_bad_paths_are_one_line_not_a_usage_block(s: Site, tmp_path: Path):
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    one_line(edge("list", "--config", folder), 2, f"--config {folder}", "folder")
+    one_line(edge("list", "--config", s.config, "--db", folder), 2, f"--db {folder}", "folder")
+    one_line(edge("export", folder, *s.opts(), env=PASS), 1, str(folder), "folder")
+    missing = tmp_path / "missing.db"
+    one_line(edge("restore", missing, *s.opts()), 2, str(missing), "does not exist")
+
+
+def test_events_kind_must_be_a_real_kind(enrolled: Site):
+    one_line(edge("events", "--kind", "bogus", *enrolled.opts()), 2, "bogus", "enroll")
+    r = edge("events", "--kind", "enroll", "--json", *enrolled.opts())
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 1
+
+
+def test_text_events_show_what_each_admin_change_did(enrolled: Site):
+    for args in (["rename", "mei", "may"], ["disable", "may"], ["remove", "may"]):
+        assert edge(*args, *enrolled.opts(), env={"SUDO_USER": "boss"}).exit_code == 0
+    r = edge("events", *enrolled.opts())
+    lines = r.stdout.splitlines()
+    assert lines[0].split(" ", 1)[1].startswith("enroll mei added=1 skipped=0 by ")
+    assert [line.split(" ", 1)[1] for line in lines[1:]] == [
+        "rename may new=may old=mei by boss",
+        "disable may active=no by boss",
+        "remove may templates=1 by boss",
+    ]
+
+
+def test_identify_marks_disabled_people(enrolled: Site):
+    assert edge("disable", "mei", *enrolled.opts()).exit_code == 0
+    r = edge("identify", "--json", ME, *enrolled.opts())
+    (face,) = json.loads(r.stdout)["faces"]
+    assert (face["name"], face["status"]) == ("mei", "disabled")
+    r = edge("identify", ME, *enrolled.opts())
+    assert r.stdout.startswith("mei\t") and r.stdout.rstrip().endswith("\t(disabled)")

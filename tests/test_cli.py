@@ -224,7 +224,7 @@ def test_enroll_json_and_display_name(site: Site, db: Path):
 
 def _check_faces(faces: list[dict]) -> None:
     for f in faces:
-        assert set(f) == {"box", "name", "similarity"}
+        assert set(f) == {"box", "name", "similarity", "status"}
         assert len(f["box"]) == 4 and all(isinstance(v, int | float) for v in f["box"])
         x0, y0, x1, y1 = f["box"]
         assert x0 < x1 and y0 < y1
