@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import png
 from .errors import ImageError
 
 MAX_PIXELS = 40_000_000
@@ -138,6 +139,11 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np
         raise ImageError(f"{name}: image too large to decode safely ({w}x{h} pixels)")
     if not _complete(fmt, data):
         raise ImageError(f"{name}: truncated {fmt.upper()} file")
+    if fmt == "png":  # checked and stripped to what OpenCV uses: libpng stays silent
+        try:
+            data = png.clean(data)
+        except ImageError as e:
+            raise ImageError(f"{name}: {e}") from None
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:  # e.g. a BMP 2.5 million pixels wide and 1 high: OpenCV asserts
