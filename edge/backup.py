@@ -27,7 +27,8 @@ import sqlite3
 import tempfile
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -250,8 +251,48 @@ def startup_check(
         except GalleryError as e:
             log.warning("backup %s not used: %s", candidate.name, e)
             continue
-        return f"{what}; restored {candidate}, damaged file kept as {kept}"
+        done = f"{what}; restored {candidate}, damaged file kept as {kept}"
+        log.warning("%s; %s", done, lost_since(candidate, kept))
+        return done
     raise GalleryError(f"{what}; no backup in {folder} passes the check, not starting")
+
+
+def lost_since(backup: Path, damaged: Path | None) -> str:
+    """What a restore of ``backup`` over ``damaged`` lost, as far as the damaged file still says.
+
+    Every change after the backup's newest event is gone from the gallery:
+    events, and people added, removed, disabled or enabled since (a person
+    disabled after the backup is active again). Read best effort: a file
+    too damaged to read only gets the backup's time.
+    """
+    try:
+        with closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as b:
+            last_id, last_ts = b.execute("SELECT max(id), max(ts) FROM events").fetchone()
+            then = dict(b.execute("SELECT name, active FROM people").fetchall())
+    except sqlite3.Error as e:
+        return f"cannot read {backup} to say what was lost ({e})"
+    since = f"every change after {last_ts or 'the backup was taken'} is lost"
+    if damaged is None:
+        return since
+    try:
+        with closing(sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)) as d:
+            events = d.execute("SELECT count(*) FROM events WHERE id > ?", [last_id or 0])
+            (n_events,) = events.fetchone()
+            now = dict(d.execute("SELECT name, active FROM people").fetchall())
+    except sqlite3.Error:
+        return f"{since} (the damaged file does not say what)"
+    parts = [f"{n_events} event(s)"]
+    for label, names in (
+        ("added since, now gone", sorted(set(now) - set(then))),
+        ("removed since, now back", sorted(set(then) - set(now))),
+        ("disabled since, now ACTIVE again", sorted(n for n in now if n in then and then[n]
+                                                    and not now[n])),
+        ("enabled since, now disabled again", sorted(n for n in now if n in then and not then[n]
+                                                     and now[n])),
+    ):
+        if names:
+            parts.append(f"{label}: {', '.join(names)}")
+    return f"{since}: {'; '.join(parts)}"
 
 
 def restore(
@@ -286,7 +327,9 @@ def restore(
         problem = check_file(tmp)
         if problem != "ok":
             raise GalleryError(f"{backup}: {problem}")
-        with Gallery(tmp, actor, key=key, key_file=cfg.path(cfg.security.key_file)) as g:
+        with _named(tmp, backup), Gallery(
+            tmp, actor, key=key, key_file=cfg.path(cfg.security.key_file)
+        ) as g:
             g.templates()
             g.log_event(
                 "restore",
@@ -304,6 +347,15 @@ def restore(
             with suppress(OSError):
                 leftover.unlink()
     return kept if had_old else None
+
+
+@contextmanager
+def _named(tmp: Path, backup: Path) -> Iterator[None]:
+    """Errors about the restore's working copy name the backup the admin gave instead."""
+    try:
+        yield
+    except GalleryError as e:
+        raise GalleryError(str(e).replace(str(tmp), str(backup))) from None
 
 
 def _set_aside(db_path: Path, kept: Path) -> bool:

@@ -157,8 +157,10 @@ class Daemon:
         )
 
     def _check_gallery(self) -> None:
-        """Integrity check before anything opens the file; may restore a backup (logged)."""
-        log.info("%s", startup_check(self.db_path, self.cfg, actor="edge daemon"))
+        """Integrity check before anything opens the file; may restore a backup (a WARNING)."""
+        done = startup_check(self.db_path, self.cfg, actor="edge daemon")
+        if "restored" not in done:  # a restore is logged as a warning, with what it lost
+            log.info("%s", done)
 
     def _start_gallery(self) -> None:
         self.gallery = open_gallery(self.cfg, self.db_path)

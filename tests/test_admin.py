@@ -14,7 +14,10 @@ import unicodedata
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
+
+from edge.match import DIM
 
 from .conftest import FACES, PEOPLE
 from .test_cli import Site, edge, make_site, one_line, state
@@ -361,3 +364,48 @@ def test_identify_marks_disabled_people(enrolled: Site):
     assert (face["name"], face["status"]) == ("mei", "disabled")
     r = edge("identify", ME, *enrolled.opts())
     assert r.stdout.startswith("mei\t") and r.stdout.rstrip().endswith("\t(disabled)")
+
+
+def test_a_failed_restore_names_the_backup_not_a_temporary_file(s: Site, tmp_path: Path):
+    assert enroll(s, "mei", ME).exit_code == 0
+    (tmp_path / "b").mkdir()
+    b = make_site(tmp_path / "b")  # another site: another gallery key
+    assert edge("enroll", "kit", KIT / "kit1.jpg", *b.opts()).exit_code == 0
+    r = edge("backup", "--json", *b.opts())
+    theirs = Path(json.loads(r.stdout)["file"])
+    before = state(s.db)
+    line = one_line(edge("restore", theirs, *s.opts()), 1, str(theirs), "sealed under key")
+    assert ".restore-" not in line
+    assert state(s.db) == before
+
+
+def test_an_automatic_restore_warns_saying_what_was_lost(tmp_path: Path, caplog):
+    import logging
+
+    from edge.backup import Backups, startup_check
+    from edge.gallery import open_gallery
+
+    from .test_backup import make_cfg
+
+    cfg = make_cfg(tmp_path)
+    rng = np.random.default_rng(3)
+    with open_gallery(cfg, actor="admin") as g:
+        for name in ("ann", "bob", "cy"):
+            g.enroll(name, [(rng.standard_normal(DIM), 0.9, None) for _ in range(20)])
+        db = g.path
+    assert Backups(db, cfg, background=False).backup_now() is not None
+    with open_gallery(cfg, actor="admin") as g:
+        g.set_active("bob", False)  # after the backup: the restore brings bob back in
+        g.enroll("dee", [(rng.standard_normal(DIM), 0.9, None)])
+        g.log_events([{"kind": "access", "decision": "denied", "reason": "unknown"}] * 3)
+    data = bytearray(db.read_bytes())
+    data[-4096:] = rng.bytes(4096)  # the last page: the integrity check fails, the rest reads
+    db.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger="edge.backup"):
+        message = startup_check(db, cfg, actor="edge daemon")
+    assert "restored" in message
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    text = warning.getMessage()
+    assert "restored" in text and "is lost" in text, text
+    assert "5 event(s)" in text and "added since, now gone: dee" in text, text
+    assert "disabled since, now ACTIVE again: bob" in text, text
