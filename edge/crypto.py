@@ -37,10 +37,12 @@ import base64
 import binascii
 import contextlib
 import functools
+import glob
 import hashlib
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,7 @@ def load_keyring(key_file: str | os.PathLike[str], *, create: bool = True) -> Ke
     if cred is not None:
         return Keyring(read_key(cred, private=False), f"systemd credential {cred}")
     path = Path(key_file)
+    remove_stale_temporaries(path)
     if not path.exists():
         if not create:
             raise GalleryError(
@@ -248,6 +251,30 @@ def _create_key_file(path: Path) -> None:
         fsync_dir(path.parent)
     except OSError as e:
         raise GalleryError(f"{path}: cannot create key file ({e.strerror})") from None
+
+
+#: A key's temporary file older than this was left by a killed process: writing one
+#: (32 bytes, then a rename) takes milliseconds.
+STALE_TEMP_SECONDS = 600.0
+
+
+def remove_stale_temporaries(key_file: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove ``.<key file>.*`` temporaries a killed key write or rotation left; how many.
+
+    They hold key material, so they must not linger. Only those older than
+    ``older_than`` seconds (0: all, safe only under the gallery's write lock,
+    which every rotation holds while it stages) are removed, so another
+    process's write in flight is left alone. Errors are ignored: this is tidying.
+    """
+    removed = 0
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for p in key_file.parent.glob(f".{glob.escape(key_file.name)}.*"):
+            with contextlib.suppress(OSError):
+                if now - p.lstat().st_mtime >= older_than and p.is_file():
+                    p.unlink()
+                    removed += 1
+    return removed
 
 
 def stage_key(key_file: Path, key: bytes) -> None:

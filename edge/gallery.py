@@ -558,6 +558,8 @@ class Gallery:
             rows = self.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
             plains = self._unseal(rows)
             if ring.key_file is not None:
+                # Under the write lock no other rotation is staging: any temporary is stale.
+                crypto.remove_stale_temporaries(ring.key_file, older_than=0)
                 crypto.stage_key(ring.key_file, new)
             try:
                 for (tid, person_id, _), plain in zip(rows, plains, strict=True):

@@ -409,3 +409,22 @@ def test_an_automatic_restore_warns_saying_what_was_lost(tmp_path: Path, caplog)
     assert "restored" in text and "is lost" in text, text
     assert "5 event(s)" in text and "added since, now gone: dee" in text, text
     assert "disabled since, now ACTIVE again: bob" in text, text
+
+
+def test_a_killed_key_rotation_leaves_no_key_temporaries(enrolled: Site, tmp_path: Path):
+    from edge.crypto import staged_path
+    from edge.files import write_temp
+
+    key = enrolled.db.parent / "data" / "gallery.key"
+    assert key.exists()
+    # What a rotation killed inside stage_key leaves: the new key's temporary file.
+    old = Path(write_temp(staged_path(key), os.urandom(32)))
+    os.utime(old, (old.stat().st_atime - 3600, old.stat().st_mtime - 3600))
+    fresh = Path(write_temp(staged_path(key), os.urandom(32)))  # another's, in flight
+    assert old.name.startswith(".gallery.key.new.")
+    assert edge("identify", ME, *enrolled.opts()).exit_code == 0  # the next start
+    assert not old.exists() and fresh.exists()
+    r = edge("key", "rotate", *enrolled.opts())  # a rotation, under the write lock, tidies all
+    assert r.exit_code == 0, r.output
+    assert not fresh.exists()
+    assert [p.name for p in key.parent.iterdir() if p.name.startswith(".gallery.key")] == []
