@@ -428,3 +428,16 @@ def test_a_killed_key_rotation_leaves_no_key_temporaries(enrolled: Site, tmp_pat
     assert r.exit_code == 0, r.output
     assert not fresh.exists()
     assert [p.name for p in key.parent.iterdir() if p.name.startswith(".gallery.key")] == []
+
+
+def test_snapshot_labels_by_id_cannot_be_confused(tmp_path: Path):
+    from edge.snapshots import SnapshotStore, label
+
+    assert label("ann", 12) == "person12.ann" and label("12.ann") == "person.12.ann"
+    face = np.full((64, 64, 3), 90, np.uint8)
+    store = SnapshotStore(tmp_path, max_mb=100, days=7)
+    t = 1_700_000_000.0
+    for i, (name, pid) in enumerate([("ann", 1), ("ann", 12), ("bob", 1), ("12.ann", None)]):
+        assert store.save(face, name, t + i, pid) is not None
+    assert store.forget("ann", 1) == 2  # both of person 1's, whatever the name; not 12's
+    assert sorted(s.label for s in store.snapshots()) == ["person.12.ann", "person12.ann"]
