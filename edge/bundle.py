@@ -17,7 +17,7 @@ import os
 import stat
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,63 +150,50 @@ def import_bundle(
     warnings: list[str] = []
     with gallery._write("import"):
         key = gallery._sealing_key()
-        plan = []
-        for person, templates in people:
-            incoming = person["name"]
-            target = explicit.get(identity.name_key(incoming), incoming)
-            found = identity.find(gallery.db.conn, target)
-            have: set[bytes] = set()
-            if found is not None:
-                mine = gallery.db.execute(
-                    "SELECT id, person_id, embedding FROM templates WHERE person_id = ?",
-                    [found[0]],
-                ).fetchall()
-                have = set(gallery._unseal(mine))
-            fresh = [t for t in templates if not _present(gallery, found, have, t)]
-            plan.append([person, incoming, target, found, fresh, len(templates) - len(fresh)])
-        collisions = [p for p in plan if p[3] is not None and p[4] and p[2] == p[1]]
+        plan = [_plan(gallery, person, templates, explicit) for person, templates in people]
+        collisions = [e for e in plan if e.collides]
         if bare:
             if len(collisions) != 1:
                 raise GalleryError(
                     f"{path}: --rename NEW needs exactly one colliding name"
                     f" ({len(collisions)} collide); use --rename OLD=NEW"
                 )
-            p = collisions.pop()
-            p[2], p[3], p[4], p[5] = check_name(bare), None, list(people[plan.index(p)][1]), 0
-            if identity.find(gallery.db.conn, p[2]) is not None:
-                p[3] = identity.find(gallery.db.conn, p[2])
+            e = collisions.pop()
+            target = check_name(bare)
+            plan[plan.index(e)] = replace(
+                e, target=target, found=identity.find(gallery.db.conn, target),
+                fresh=e.templates, present=0,
+            )
         new_keys: set[str] = set()
-        for _, incoming, target, found, _, _ in plan:
-            if target != incoming and found is not None:
+        for e in plan:
+            if e.target != e.incoming and e.found is not None:
                 raise GalleryError(
-                    f"{path}: --rename {incoming}={target}: {found[1]!r} is already a person here"
+                    f"{path}: --rename {e.incoming}={e.target}: {e.found[1]!r} is already"
+                    " a person here"
                 )
-            if found is None and identity.name_key(target) in new_keys:
-                raise GalleryError(f"{path}: two of the bundle's people would be named {target!r}")
-            new_keys.add(identity.name_key(target))
-        for person, incoming, target, found, fresh, present in plan:
-            skipped += present
-            if found is None:
-                row = person | {"name": check_name(target)}
+            if e.found is None and identity.name_key(e.target) in new_keys:
+                raise GalleryError(f"{path}: two bundle people would be named {e.target!r}")
+            new_keys.add(identity.name_key(e.target))
+        if collisions and not merge:
+            raise GalleryError(_collision_message(gallery, path, collisions, threshold))
+        for e in plan:
+            skipped += e.present
+            if e.found is None:
+                row = e.person | {"name": e.target}
                 person_id = gallery._insert("people", row)
                 people_added += 1
-                new_names.append(row["name"])
-                if target != incoming:
-                    renamed.append(f"{incoming} -> {row['name']}")
-                warnings += _look_alike(gallery, path, incoming, person_id, fresh, threshold)
+                new_names.append(e.target)
+                if e.target != e.incoming:
+                    renamed.append(f"{e.incoming} -> {e.target}")
+                warnings += _look_alike(gallery, path, e.incoming, person_id, e.fresh, threshold)
             else:
-                person_id = found[0]
-                if fresh and target == incoming:
-                    mismatch = _mismatch(gallery, path, incoming, found, fresh, threshold)
-                    if not merge:
-                        continue  # refused below, with every collision named
-                    warnings += mismatch
-                    merged.append(found[1])
-            for plain, quality, sha, created in fresh:
+                person_id = e.found[0]
+                if e.fresh:  # a collision the admin said to merge
+                    warnings += _mismatch(gallery, path, e.incoming, e.found, e.fresh, threshold)
+                    merged.append(e.found[1])
+            for plain, quality, sha, created in e.fresh:
                 gallery._insert_template(key, person_id, plain, quality, sha, created)
                 added += 1
-        if collisions and not merge:
-            raise GalleryError(_collision_message(gallery, path, plan, collisions, threshold))
         gallery._audit(
             "import",
             None,
@@ -222,6 +209,43 @@ def import_bundle(
     return ImportResult(
         people_added, added, skipped, tuple(merged), tuple(renamed), tuple(warnings)
     )
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """One bundle person on its way in: under which name, onto whom, with which templates."""
+
+    person: dict[str, Any]  # the checked people row from the bundle
+    templates: list[_BundleTemplate]
+    incoming: str  # the bundle's name
+    target: str  # the name it goes in under (a --rename, else the bundle's)
+    found: tuple[int, str] | None  # the local person of that name: (id, name)
+    fresh: list[_BundleTemplate]  # templates the local person lacks (all, for a new person)
+    present: int  # templates the local person already has
+
+    @property
+    def collides(self) -> bool:
+        """A local person of the same name would gain templates: maybe another human."""
+        return self.found is not None and bool(self.fresh) and self.target == self.incoming
+
+
+def _plan(
+    gallery: Gallery,
+    person: dict[str, Any],
+    templates: list[_BundleTemplate],
+    explicit: dict[str, str],
+) -> _Incoming:
+    incoming = person["name"]
+    target = explicit.get(identity.name_key(incoming), incoming)
+    found = identity.find(gallery.db.conn, target)
+    have: set[bytes] = set()
+    if found is not None:
+        mine = gallery.db.execute(
+            "SELECT id, person_id, embedding FROM templates WHERE person_id = ?", [found[0]]
+        ).fetchall()
+        have = set(gallery._unseal(mine))
+    fresh = [t for t in templates if not _present(gallery, found, have, t)]
+    return _Incoming(person, templates, incoming, target, found, fresh, len(templates) - len(fresh))
 
 
 def _renames(
@@ -302,16 +326,15 @@ def _look_alike(
 
 
 def _collision_message(
-    gallery: Gallery, path: Path, plan: list[list[Any]], collisions: list[list[Any]],
-    threshold: float | None,
+    gallery: Gallery, path: Path, collisions: list[_Incoming], threshold: float | None
 ) -> str:
     """One line naming every collision, whether its faces match, and the way out."""
     parts = []
-    for p in collisions:
-        _, incoming, _, found, fresh, _ = p
-        mismatch = _mismatch(gallery, path, incoming, found, fresh, threshold)
+    for e in collisions:
+        assert e.found is not None
+        mismatch = _mismatch(gallery, path, e.incoming, e.found, e.fresh, threshold)
         faces = " (its faces do NOT look like theirs)" if mismatch else ""
-        parts.append(f"{incoming!r} is already a person here{faces}")
+        parts.append(f"{e.incoming!r} is already a person here{faces}")
     return (
         f"{path}: nothing imported: {'; '.join(parts)}; give --merge if they are the same"
         " person, or --rename OLD=NEW to add the bundle's as someone new"

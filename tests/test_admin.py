@@ -441,3 +441,39 @@ def test_snapshot_labels_by_id_cannot_be_confused(tmp_path: Path):
         assert store.save(face, name, t + i, pid) is not None
     assert store.forget("ann", 1) == 2  # both of person 1's, whatever the name; not 12's
     assert sorted(s.label for s in store.snapshots()) == ["person.12.ann", "person12.ann"]
+
+
+def test_several_collisions_each_need_an_answer(tmp_path: Path):
+    from edge.errors import GalleryError
+    from edge.gallery import Gallery
+
+    rng = np.random.default_rng(5)
+
+    def t() -> tuple[np.ndarray, float, None]:
+        return (rng.standard_normal(DIM), 0.9, None)
+
+    bundle = tmp_path / "b.json"
+    with Gallery(tmp_path / "src.db") as g:
+        for name in ("ann", "Bob", "cy"):
+            g.enroll(name, [t()])
+        g.export(bundle, "correct horse battery")
+    with Gallery(tmp_path / "dst.db") as g:
+        g.enroll("ANN", [t()])
+        g.enroll("bob", [t()])
+        before = [(p.name, p.templates) for p in g.people()]
+        for kw, why in [
+            ({}, "'Bob' is already a person here; 'ann' is already a person here"),
+            ({"rename": ["x"]}, "exactly one colliding name"),
+            ({"rename": ["ann=ann2"]}, "'Bob' is already a person here"),
+            ({"rename": ["ann=cy"], "merge": True}, "two bundle people would be named 'cy'"),
+            ({"rename": ["ann=BOB"], "merge": True}, "'bob' is already a person here"),
+            ({"rename": ["zed=z"]}, "no 'zed' in the bundle"),
+        ]:
+            with pytest.raises(GalleryError, match=why):
+                g.import_(bundle, "correct horse battery", **kw)
+            assert [(p.name, p.templates) for p in g.people()] == before
+        r = g.import_(bundle, "correct horse battery", rename=["ann=ann2"], merge=True)
+        assert (r.people_added, r.templates_added) == (2, 3)
+        assert (r.merged, r.renamed) == (("bob",), ("ann -> ann2",))
+        got = {p.name: p.templates for p in g.people()}
+        assert got == {"ANN": 1, "ann2": 1, "bob": 2, "cy": 1}
