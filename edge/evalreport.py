@@ -39,12 +39,12 @@ def format_text(ev: Evaluation) -> str:
     for p in ev.at_far:
         note = "" if p.resolvable else f"  (too few impostor pairs to measure {_far_label(p.far)})"
         lines.append(
-            f"TAR at FAR {_far_label(p.far):>5}: {p.tar:.3f}  threshold {p.threshold:.3f}{note}"
+            f"TAR at FAR {_far_label(p.far):>5}: {p.tar:.3f}  threshold {p.threshold:.4f}{note}"
         )
     lines.append(f"EER: {ev.eer:.4f} at threshold {ev.eer_threshold:.3f}")
     t = ev.target
     lines.append(
-        f"threshold for FAR {_far_label(t.far)} (--target-far): {t.threshold:.3f} "
+        f"threshold for FAR {_far_label(t.far)} (--target-far): {t.threshold:.4f} "
         f"-> TAR {t.tar:.3f}, FAR {t.achieved_far:.4f}"
     )
     cs = ev.closed_set
@@ -129,7 +129,7 @@ def plot(ev: Evaluation, path: str | Path) -> None:
             color="k",
             ls="--",
             lw=1,
-            label=f"FAR {_far_label(ev.target.far)} threshold {ev.target.threshold:.3f}",
+            label=f"FAR {_far_label(ev.target.far)} threshold {ev.target.threshold:.4f}",
         )
     ax2.set_xlabel("cosine similarity")
     ax2.set_ylabel("share of pairs (density)")

@@ -68,17 +68,26 @@ def tar_at_far(genuine: npt.ArrayLike, impostor: npt.ArrayLike, far: float) -> O
 
     A pair passes when its score >= threshold. With k = floor(far * N)
     impostors allowed through, the threshold sits just above the (k+1)-th
-    highest impostor score, so ties never let more than k through.
+    highest impostor score (see :func:`above`), so ties never let more than
+    k through.
     """
     g = np.asarray(genuine, np.float64)
     imp = np.sort(np.asarray(impostor, np.float64))[::-1]
     n = imp.size
     allowed = math.floor(far * n + 1e-9)
-    # Everything passes when the FAR allows every impostor through.
-    threshold = -math.inf if allowed >= n else float(np.nextafter(imp[allowed], math.inf))
+    # Everything passes when the FAR allows every impostor through. Else the
+    # smallest 4-decimal value above that impostor, so the number can be
+    # copied into match.threshold as printed.
+    threshold = -math.inf if allowed >= n else above(float(imp[allowed]))
     tar = float(np.mean(g >= threshold)) if g.size else math.nan
     achieved = float(np.mean(imp >= threshold)) if n else math.nan
     return OperatingPoint(far, tar, threshold, achieved, far == 0.0 or far * n >= 1.0)
+
+
+def above(score: float, digits: int = 4) -> float:
+    """The smallest number of ``digits`` decimals strictly greater than ``score``."""
+    step = 10.0**-digits
+    return round(math.floor(score / step) * step + step, digits)
 
 
 def rates_at(
