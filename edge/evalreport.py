@@ -105,7 +105,8 @@ def plot(ev: Evaluation, path: str | Path) -> None:
     ax1.set_title(f"ROC  (EER {ev.eer:.4f})")
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(loc="lower right", fontsize=8)
-    bins = np.linspace(-0.3, 1.0, 66)
+    low = min(-0.2, float(np.concatenate([ev.genuine, ev.impostor]).min(initial=0.0)))
+    bins = np.linspace(math.floor(low * 10) / 10, 1.0, 66)
     ax2.hist(
         ev.impostor,
         bins=bins,
