@@ -340,7 +340,9 @@ class Embeddings:
             seen.setdefault(s.path, s)
         kept = [s for s in seen.values() if self.get(s.path) is not None]
         vecs = [self.get(s.path) for s in kept]
-        return kept, np.array(vecs, np.float64).reshape(len(kept), -1)
+        if not kept:
+            return kept, np.zeros((0, 0), np.float64)
+        return kept, np.array(vecs, np.float64)
 
 
 # --------------------------------------------------------------- the evaluation
@@ -429,6 +431,14 @@ def evaluate(
                 (g if same else imp).append(sim[index[x.path], index[y.path]])
         genuine, impostor = np.array(g, np.float64), np.array(imp, np.float64)
     seen = {s.path for s in samples}
+    unusable = sorted(embeddings.errors[p] for p in seen if p in embeddings.errors)
+    if genuine.size == 0 or impostor.size == 0:
+        why = f"; {len(unusable)} unusable, e.g. {unusable[0]}" if unusable else ""
+        raise ImageError(
+            f"nothing to measure: {genuine.size} same-person and {impostor.size} "
+            f"different-person pairs (need two or more photos of each of two or more "
+            f"people){why}"
+        )
     eer_value, eer_t = eer(genuine, impostor)
     opened = open_set(sim, labels, threshold, margin)
     opened["accepted"] = [
@@ -438,7 +448,7 @@ def evaluate(
     return Evaluation(
         photos=len(seen),
         identities=len(set(labels)),
-        unusable=sorted(embeddings.errors[p] for p in seen if p in embeddings.errors),
+        unusable=unusable,
         genuine=genuine,
         impostor=impostor,
         threshold=threshold,

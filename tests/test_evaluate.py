@@ -279,3 +279,17 @@ def test_eval_bad_input_is_one_line(args, code, needle):
     assert r.exit_code == code and r.stdout == ""
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"edge: {needle}"), lines
+
+
+def test_eval_with_nothing_to_compare_says_so(tmp_path):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "1.pgm").symlink_to(EVAL / "faces" / "att_s01" / "1.pgm")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "1.png").write_bytes(b"not an image")
+    r = edge("eval", tmp_path, "--config", ROOT / "config.yaml")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "edge: nothing to measure: 0 same-person and 0 different-person pairs (need two or "
+        f"more photos of each of two or more people); 1 unusable, e.g. {tmp_path}/bob/1.png: "
+        "not an image (unknown format)"
+    ]
