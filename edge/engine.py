@@ -99,8 +99,9 @@ class Engine:
         tight crop is found), and short-range tiles for large group photos.
         Each face found is then re-detected by the short-range model on a
         square crop around it (:func:`detect.refine`), the model and scale the
-        door aligns with; a face it cannot confirm (tiny, or a profile at the
-        frame's edge) keeps the keypoints of the search that found it.
+        door aligns with. A face it cannot confirm is dropped: a phantom box
+        of another search, or a face the door could not recognise either (a
+        bystander a few pixels wide, a profile cut by the frame's edge).
         """
         d = self.cfg.detect
         mode = d.still_mode
@@ -115,9 +116,8 @@ class Engine:
         if mode in ("tiles", "both"):
             parts += self._detector("short").parts(rgb, d.tile_size)[1:]
         short = self._detector("short")
-        found = []
-        for cand in merge(parts, d.iou_threshold, d.max_faces):
-            found.append(refine(short, rgb, cand) or cand)
+        candidates = merge(parts, d.iou_threshold, d.max_faces)
+        found = [f for c in candidates if (f := refine(short, rgb, c)) is not None]
         if not found:
             return []
         refined = (
