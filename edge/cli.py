@@ -398,7 +398,14 @@ def eval_(
 
     if bool(folder) == bool(pairs):
         fail("give a FOLDER of people's photos, or --pairs FILE.csv", 2)
-    ev = evaluate.run(ctx.engine(), folder, pairs, only, target_far)
+    def progress(n: int) -> None:  # on a terminal only: a big folder takes minutes on a Pi
+        click.echo(f"\rembedded {n} photos", err=True, nl=False)
+
+    ev = evaluate.run(
+        ctx.engine(), folder, pairs, only, target_far, progress if sys.stderr.isatty() else None
+    )
+    if sys.stderr.isatty():
+        click.echo(err=True)
     from .evalreport import format_text, plot
 
     if plot_file:
