@@ -394,6 +394,50 @@ def identify(ctx: Ctx, image: str) -> None:
         click.echo(f"{who}\t{sim}\tbox {face['box']}{status}")
 
 
+@main.command("eval")
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
+@click.option("--pairs", type=click.Path(dir_okay=False), help="CSV: file_x,file_y,same.")
+@click.option("--only", multiple=True, help="Only people whose folder starts with this.")
+@click.option("--target-far", type=click.FloatRange(0, 1), default=1e-3, show_default=True,
+              help="Report the threshold that keeps FAR at or below this.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a PNG.")
+# Anti-spoofing evaluation (`--spoof FOLDER`: APCER/BPCER) is its own option
+# and module; it dispatches here, before the recognition evaluation.
+@common
+def eval_(
+    ctx: Ctx,
+    folder: str | None,
+    pairs: str | None,
+    only: tuple[str, ...],
+    target_far: float,
+    plot_file: str | None,
+) -> None:
+    """Measure recognition on labelled photos: FOLDER/<person>/*.jpg, or --pairs CSV.
+
+    Reports TAR at several FARs, the EER, the threshold for --target-far,
+    rank-1 and precision@k, and how many strangers the configured threshold
+    and margin would let in. Use it to calibrate match.threshold on your
+    own staff photos (see README: Calibrating at your site).
+    """
+    from . import evaluate
+
+    if bool(folder) == bool(pairs):
+        fail("give a FOLDER of people's photos, or --pairs FILE.csv", 2)
+    def progress(n: int) -> None:  # on a terminal only: a big folder takes minutes on a Pi
+        click.echo(f"\rembedded {n} photos", err=True, nl=False)
+
+    ev = evaluate.run(
+        ctx.engine(), folder, pairs, only, target_far, progress if sys.stderr.isatty() else None
+    )
+    if sys.stderr.isatty():
+        click.echo(err=True)
+    from .evalreport import format_text, plot
+
+    if plot_file:
+        plot(ev, plot_file)
+    ctx.emit(ev.to_json(), format_text(ev))
+
+
 # --------------------------------------------------------------- audit and data
 
 

@@ -41,8 +41,11 @@ class DetectConfig(_Section):
     score_threshold: float = Field(0.6, gt=0.0, lt=1.0)
     iou_threshold: float = Field(0.3, gt=0.0, lt=1.0)
     #: How still photos (enroll, identify, verify) are searched for faces:
-    #: "full" = full-range model on the whole photo, "tiles" = short-range
-    #: model on overlapping tiles as well as the whole photo, "both".
+    #: "full" = full-range model on the whole photo (and a padded copy),
+    #: "short" = short-range model likewise, "tiles" = short-range model on
+    #: overlapping tiles as well, "both" = all of these. Whatever finds a face,
+    #: its keypoints come from the short-range model on a crop around it, as
+    #: at the door (Engine.still_detect).
     still_mode: Literal["short", "full", "tiles", "both"] = "full"
     #: The camera path uses the short-range model on the whole frame (faces at
     #: a door are close); "full" trades speed for range.
@@ -69,7 +72,7 @@ class MatchConfig(_Section):
 class EnrollConfig(_Section):
     min_eye_distance: float = Field(20.0, ge=4.0, le=1000.0)
     min_sharpness: float = Field(25.0, ge=0.0)
-    max_yaw: float = Field(0.35, gt=0.0, le=1.0)
+    max_yaw: float = Field(0.45, gt=0.0, le=1.0)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     max_image_bytes: int = Field(50_000_000, ge=1_000)
     camera_frames: int = Field(5, ge=1, le=50)

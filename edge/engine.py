@@ -17,7 +17,7 @@ import numpy as np
 from . import models
 from .align import align, sharpness, yaw
 from .config import Config
-from .detect import Detection, Detector, merge
+from .detect import Detection, Detector, merge, pad, refine
 from .embed import Embedder
 from .errors import NoFaceError
 from .image import Image
@@ -26,6 +26,10 @@ from .runtime import load_interpreter
 #: A second face counts as "another person in the photo" when it is at least
 #: this fraction of the largest face's size; smaller ones are background.
 SECOND_FACE_RATIO = 0.5
+
+#: Still photos are also searched padded by this fraction of their longer
+#: side, so a face filling a tight crop (a badge photo) has room around it.
+STILL_PAD = 0.25
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,43 @@ class Engine:
         """Faces in an RGB frame; ``still`` searches harder (group photos, small faces)."""
         if not still:
             return self.camera_detector.detect(rgb)
-        mode = self.cfg.detect.still_mode
-        tile = self.cfg.detect.tile_size if mode in ("tiles", "both") else None
-        if mode == "both":
-            parts = [self._detector("full").raw(rgb), *self._detector("short").parts(rgb, tile)]
-            return merge(parts, self.cfg.detect.iou_threshold, self.cfg.detect.max_faces)
-        return self._detector("full" if mode == "full" else "short").detect(rgb, tile=tile)
+        return self.still_detect(rgb)
+
+    def still_detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Every face of a still photo, with keypoints from the short-range model.
+
+        ``detect.still_mode`` chooses the search: the full- and/or short-range
+        model on the photo and on a padded copy of it (so a face that fills a
+        tight crop is found), and short-range tiles for large group photos.
+        Each face found is then re-detected by the short-range model on a
+        square crop around it (:func:`detect.refine`), the model and scale the
+        door aligns with. A face it cannot confirm is dropped: a phantom box
+        of another search, or a face the door could not recognise either (a
+        bystander a few pixels wide, a profile cut by the frame's edge).
+        """
+        d = self.cfg.detect
+        mode = d.still_mode
+        padded, p = pad(rgb, STILL_PAD)
+        whole = ["full", "short"] if mode == "both" else ["short" if mode == "tiles" else mode]
+        parts = []
+        for kind in whole:
+            det = self._detector(kind)
+            parts.append(det.raw(rgb))
+            b, s, k = det.raw(padded)
+            parts.append((b - p, s, k - p))
+        if mode in ("tiles", "both"):
+            parts += self._detector("short").parts(rgb, d.tile_size)[1:]
+        short = self._detector("short")
+        candidates = merge(parts, d.iou_threshold, d.max_faces)
+        found = [f for c in candidates if (f := refine(short, rgb, c)) is not None]
+        if not found:
+            return []
+        refined = (
+            np.array([f.box for f in found], np.float32),
+            np.array([f.score for f in found], np.float32),
+            np.array([f.keypoints for f in found], np.float32),
+        )
+        return merge([refined], d.iou_threshold, d.max_faces)
 
     def embed(self, rgb: np.ndarray, det: Detection) -> np.ndarray:
         """The embedding of a detected face (aligned, then embedded): the frame loop's path."""

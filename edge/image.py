@@ -34,7 +34,7 @@ class Image:
 
 
 def header_size(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) from the first bytes of a PNG, JPEG, BMP, GIF or WebP.
+    """(format, width, height) from the first bytes of a PNG, JPEG, BMP, GIF, WebP or PGM/PPM.
 
     Raises :class:`ImageError` for anything else or a header that makes no sense.
     """
@@ -53,7 +53,38 @@ def header_size(data: bytes) -> tuple[str, int, int]:
         return "gif", w, h
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
         return ("webp", *_webp_size(data))
+    if data[:1] == b"P" and data[1:2] in (b"2", b"3", b"5", b"6"):
+        return ("pnm", *_pnm_size(data))
     raise ImageError("not an image (unknown format)")
+
+
+def _pnm_header(data: bytes) -> tuple[int, int, int, int]:
+    """(width, height, maxval, where the pixels start) of a PGM/PPM: "P5 92 112 255\\n"."""
+    fields: list[int] = []
+    i, n = 2, min(len(data), 1024)
+    while len(fields) < 3 and i < n:
+        c = data[i : i + 1]
+        if c == b"#":  # a comment runs to the end of its line
+            while i < n and data[i : i + 1] != b"\n":
+                i += 1
+        elif c.isdigit():
+            j = i
+            while j < n and data[j : j + 1].isdigit():
+                j += 1
+            fields.append(int(data[i:j]))
+            i = j
+            continue
+        elif not c.isspace():
+            break
+        i += 1
+    if len(fields) < 3:
+        raise ImageError("corrupt PGM/PPM header")
+    return fields[0], fields[1], fields[2], i + 1  # one whitespace byte ends the header
+
+
+def _pnm_size(data: bytes) -> tuple[int, int]:
+    w, h, _, _ = _pnm_header(data)
+    return w, h
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
@@ -100,6 +131,10 @@ def _complete(fmt: str, data: bytes) -> bool:
         return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") > 0
     if fmt == "png":
         return _png_chunks_fit(data)
+    if fmt == "pnm" and data[1:2] in (b"5", b"6"):  # binary: the pixels follow the header
+        w, h, maxval, start = _pnm_header(data)
+        channels = 1 if data[1:2] == b"5" else 3
+        return len(data) - start >= w * h * channels * (1 if maxval < 256 else 2)
     return True
 
 

@@ -94,3 +94,14 @@ def test_too_many_bytes_is_refused(tmp_path):
     p.write_bytes(b"\xff\xd8\xff" + b"\x00" * 5000)
     with pytest.raises(ImageError, match="big.jpg: file too large"):
         read_image(p, max_bytes=1000)
+
+
+def test_pgm_badge_crops_decode_and_a_truncated_one_is_refused():
+    # The AT&T face set (tight badge-like crops) ships as binary PGM.
+    data = (FACES.parent / "eval" / "faces" / "att_s01" / "1.pgm").read_bytes()
+    assert decode(data, name="att.pgm").shape == (112, 92, 3)
+    assert decode(b"P5 # comment\n2 2\n255\n" + bytes(4), name="x").shape == (2, 2, 3)
+    with pytest.raises(ImageError, match="att.pgm: truncated PNM file"):
+        decode(data[:-1], name="att.pgm")
+    with pytest.raises(ImageError, match="x.pgm: corrupt PGM/PPM header"):
+        decode(b"P5\n92", name="x.pgm")
