@@ -65,6 +65,7 @@ class Decision:
     reason: str
     track: int
     latency: float  # seconds from the track's first frame to this decision (frame time)
+    person_id: int | None = None  # the gallery row of a grant, re-checked before the door opens
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,7 @@ class Decider:
             f"recognised; {live.reason}",
             track.id,
             t - track.first_seen,
+            vote.match.person_id,
         )
 
     def _unknown(self, track: Track, vote: Vote, t: float) -> Decision | None:
