@@ -36,6 +36,7 @@ from .crypto import Keyring
 from .errors import GalleryError
 from .files import fsync_dir
 from .gallery import Gallery
+from .keys import prune_retired
 
 log = logging.getLogger("edge.backup")
 
@@ -180,7 +181,7 @@ class Backups:
                 )
                 self._retry()
                 return None
-            with Gallery(self.db_path) as g:
+            with Gallery(self.db_path, create=False) as g:
                 g.backup(target)
         except (GalleryError, OSError) as e:
             log.warning("backup failed: %s", e)
@@ -194,12 +195,15 @@ class Backups:
         self._due = min(self._due, time.monotonic() + RETRY_SECONDS)
 
     def prune(self) -> list[Path]:
-        """Delete all but the ``keep`` newest backups, and stale temporaries; what went."""
+        """Delete all but the ``keep`` newest backups, stale temporaries, and retired
+        keys no kept backup is sealed under; the backups that went."""
         removed = []
         for old in self.files()[self.keep :]:
             with suppress(OSError):
                 old.unlink()
                 removed.append(old)
+        for key_file in prune_retired(self.db_path, self.files()):
+            log.info("retired key %s removed: no backup needs it", key_file.name)
         with suppress(OSError):
             for tmp in self.dir.glob(f".{self.db_path.stem}-*"):
                 with suppress(OSError):
@@ -286,7 +290,9 @@ def restore(
         problem = check_file(tmp)
         if problem != "ok":
             raise GalleryError(f"{backup}: {problem}")
-        with Gallery(tmp, actor, key=key, key_file=cfg.path(cfg.security.key_file)) as g:
+        with Gallery(
+            tmp, actor, key=key, key_file=cfg.path(cfg.security.key_file), keys_of=db_path
+        ) as g:
             g.templates()
             g.log_event(
                 "restore",

@@ -28,10 +28,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Ctx:
     """What every command shares: the options, and the config and gallery opened lazily."""
 
-    def __init__(self, config: str | None, db: str | None, as_json: bool) -> None:
+    def __init__(
+        self, config: str | None, db: str | None, as_json: bool, create: bool = False
+    ) -> None:
         self.config_path = config
         self.db_path = db
         self.json = as_json
+        self.create = create
         self._cfg: Any = None
 
     @property
@@ -46,10 +49,11 @@ class Ctx:
         cfg = self.cfg  # a broken config is refused even when --db is given
         return Path(self.db_path) if self.db_path else cfg.path(cfg.gallery.db)
 
-    def gallery(self) -> Any:
+    def gallery(self, create: bool = False) -> Any:
+        """The gallery; a missing one is refused unless ``create`` or ``--create``."""
         from .gallery import open_gallery
 
-        return open_gallery(self.cfg, self.db(), actor())
+        return open_gallery(self.cfg, self.db(), actor(), create=create or self.create)
 
     def engine(self) -> Any:
         from .engine import Engine
@@ -94,6 +98,9 @@ def common(f: F) -> F:
 
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.option(
+        "--create", is_flag=True, help="Create the gallery if --db names none yet."
+    )
+    @click.option(
         "--db",
         envvar="EDGE_DB",
         type=click.Path(dir_okay=False),
@@ -106,8 +113,10 @@ def common(f: F) -> F:
         help="Configuration file (default: config.yaml).",
     )
     @functools.wraps(f)
-    def wrapper(config: str | None, db: str | None, as_json: bool, **kw: Any) -> Any:
-        ctx = Ctx(config, db, as_json)
+    def wrapper(
+        config: str | None, db: str | None, as_json: bool, create: bool, **kw: Any
+    ) -> Any:
+        ctx = Ctx(config, db, as_json, create)
         try:
             return f(ctx, **kw)
         except ConfigError as e:
@@ -166,7 +175,7 @@ def enroll(
             for r in rejected[:-1]:
                 click.echo(f"edge: {r.reason}", err=True)
             fail(rejected[-1].reason)
-    with ctx.gallery() as g:
+    with ctx.gallery(create=True) as g:
         result = enr.enroll(g, name, templates, display_name)
     ctx.emit(
         {"name": name, "added": result.added, "skipped": result.skipped_duplicates},
@@ -440,6 +449,8 @@ def backup(ctx: Ctx, list_: bool) -> None:
     from .backup import Backups
 
     backups = Backups(ctx.db(), ctx.cfg, background=False)
+    if not list_ and not ctx.db().exists():
+        fail(f"{ctx.db()}: no gallery there to back up")
     if list_:
         files = backups.files()
         ctx.emit([str(f) for f in files], "\n".join(str(f) for f in files) or "no backups")

@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlite_utils import Database
 
-from . import crypto
+from . import crypto, keys
 from .config import Config, MatchConfig
 from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
 from .errors import GalleryError
@@ -281,8 +281,12 @@ class Gallery:
         key: Keyring | bytes | None = None,
         key_file: str | os.PathLike[str] | None = None,
         create: bool = True,
+        keys_of: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Whose own key file (edge.keys) to use: this file's, or (a restore's
+        # copy being proven) the gallery it will replace.
+        self._keys_of = Path(keys_of) if keys_of is not None else self.path
         self.actor = actor
         self._closed = False
         self._ring = Keyring(key, "the given key") if isinstance(key, bytes) else key
@@ -430,7 +434,7 @@ class Gallery:
         """
         if self._ring is None or (reload and self._ring.key_file is not None):
             create = create and self._key_in_use() is None
-            self._ring = crypto.load_keyring(self._key_file, create=create)
+            self._ring = keys.load_keyring(self._keys_of, self._key_file, create=create)
         ring = self._ring
         if (
             ring.staged is not None
@@ -548,6 +552,8 @@ class Gallery:
             rows = self.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
             plains = self._unseal(rows)
             if ring.key_file is not None:
+                if ring.key_file.exists():  # the gallery's own key: keep it for old backups
+                    keys.retire_key(self._keys_of, ring.current)
                 crypto.stage_key(ring.key_file, new)
             try:
                 for (tid, person_id, _), plain in zip(rows, plains, strict=True):
