@@ -95,20 +95,24 @@ def sealed_under(backup: Path) -> bytes | None:
 def prune_retired(db: Path, backups: Iterable[Path]) -> list[Path]:
     """Delete ``db``'s retired keys that none of ``backups`` needs; what went.
 
-    The galleries a restore set aside (``<name>.replaced-*``, ``.corrupt-*``)
+    Called right after a backup, so the gallery's own current key is among
+    the needed. The galleries a restore set aside (``<name>.replaced-*``, ``.corrupt-*``)
     count as backups. One that cannot be read keeps every retired key:
     better an old key kept too long than a backup that can never be opened.
     """
+    retired = retired_key_files(db)
+    if not retired:
+        return []
     aside = [p for p in db.parent.glob(db.name + ".*-*") if not p.name.endswith(("-wal", "-shm"))
              and p.name.split(".")[-1].startswith(("replaced-", "corrupt-"))]
     needed = set()
-    for b in [db, *backups, *aside]:  # the gallery itself first: its own key stays
+    for b in [*backups, *aside]:
         kid = sealed_under(b)
         if kid is None:
             return []
         needed.add(kid)
     removed = []
-    for path in retired_key_files(db):
+    for path in retired:
         with contextlib.suppress(OSError, GalleryError):
             if key_id(crypto.read_key(path)) not in needed:
                 path.unlink()
