@@ -463,20 +463,33 @@ def backup(ctx: Ctx, list_: bool) -> None:
 
 @main.command()
 @click.argument("backup_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--discard-events",
+    is_flag=True,
+    help="Do not carry the gallery's events newer than the backup over (they are lost).",
+)
 @common
-def restore(ctx: Ctx, backup_file: str) -> None:
-    """Put BACKUP_FILE in place of the gallery (stop the daemon first); the old file is kept."""
+def restore(ctx: Ctx, backup_file: str, discard_events: bool) -> None:
+    """Put BACKUP_FILE in place of the gallery (stop the daemon first); the old file is kept.
+
+    Events newer than the backup are carried over, and people erased since
+    (edge forget) are erased again.
+    """
     from .backup import restore as restore_gallery
 
     status = _read_status(ctx) or {}
     if _daemon_running(status)[0]:
         fail(f"the daemon is running (pid {status.get('pid')}): stop it first")
-    kept = restore_gallery(
-        ctx.db(), Path(backup_file), ctx.cfg, actor=actor(), reason="by an admin", aside="replaced"
+    done = restore_gallery(
+        ctx.db(), Path(backup_file), ctx.cfg, actor=actor(),
+        reason=f"from {Path(backup_file).name}", aside="replaced", discard_events=discard_events,
     )
     ctx.emit(
-        {"file": backup_file, "kept": str(kept) if kept else None},
-        f"{ctx.db()}: restored from {backup_file}" + (f"; old file kept as {kept}" if kept else ""),
+        {"file": backup_file, "kept": str(done.kept) if done.kept else None,
+         "events_carried": done.carried, "events_lost": done.lost,
+         "forgotten_again": list(done.forgotten)},
+        f"{ctx.db()}: restored from {backup_file}; {done.describe()}"
+        + (f"; old file kept as {done.kept}" if done.kept else ""),
     )
 
 
