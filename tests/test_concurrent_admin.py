@@ -32,6 +32,8 @@ ROUND_PEOPLE = [
     PEOPLE / "barack_obama/obama.jpg",
     PEOPLE / "joe_biden/biden.jpg",
     PEOPLE / "rose_leslie/rose1.jpg",
+    PEOPLE / "alex_lacamoire/alex1.jpg",
+    PEOPLE / "lin_manuel_miranda/lin1.png",
 ]
 DECISION = re.compile(r"^INFO edge\.daemon: (granted|denied) (\S+) ", re.M)
 
