@@ -269,7 +269,9 @@ class Gallery:
     raw bytes) if given, else under the key loaded from ``key_file`` (default:
     ``gallery.key`` beside the database; the systemd credential ``gallery-key``
     wins over either) when a template is first read or written; a missing
-    key file is created only to seal. :func:`open_gallery` opens the gallery
+    key file is created only to seal. After its first rotation a gallery
+    reads its own key file first (:mod:`edge.keys`). A missing gallery file
+    is created (mode 0600) unless ``create`` is False. :func:`open_gallery` opens the gallery
     and key the config names: the CLI and the daemon use it.
     """
 
