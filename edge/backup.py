@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .crypto import Keyring
 from .errors import GalleryError
 from .files import fsync_dir
 from .gallery import Gallery
+from .keys import prune_retired
 
 log = logging.getLogger("edge.backup")
 
@@ -181,7 +183,7 @@ class Backups:
                 )
                 self._retry()
                 return None
-            with Gallery(self.db_path) as g:
+            with Gallery(self.db_path, create=False) as g:
                 g.backup(target)
         except (GalleryError, OSError) as e:
             log.warning("backup failed: %s", e)
@@ -195,12 +197,15 @@ class Backups:
         self._due = min(self._due, time.monotonic() + RETRY_SECONDS)
 
     def prune(self) -> list[Path]:
-        """Delete all but the ``keep`` newest backups, and stale temporaries; what went."""
+        """Delete all but the ``keep`` newest backups, stale temporaries, and retired
+        keys no kept backup is sealed under; the backups that went."""
         removed = []
         for old in self.files()[self.keep :]:
             with suppress(OSError):
                 old.unlink()
                 removed.append(old)
+        for key_file in prune_retired(self.db_path, self.files()):
+            log.info("retired key %s removed: no backup needs it", key_file.name)
         with suppress(OSError):
             for tmp in self.dir.glob(f".{self.db_path.stem}-*"):
                 with suppress(OSError):
@@ -247,13 +252,16 @@ def startup_check(
         )
     for candidate in list_backups(db_path, folder):
         try:
-            kept = restore(db_path, candidate, cfg, key, actor=actor, reason=problem)
+            done = restore(db_path, candidate, cfg, key, actor=actor, reason=problem)
         except GalleryError as e:
             log.warning("backup %s not used: %s", candidate.name, e)
             continue
-        done = f"{what}; restored {candidate}, damaged file kept as {kept}"
-        log.warning("%s; %s", done, lost_since(candidate, kept))
-        return done
+        said = (
+            f"{what}; restored {candidate}, damaged file kept as {done.kept}"
+            f" ({done.describe()})"
+        )
+        log.warning("%s; %s", said, lost_since(candidate, done.kept))
+        return said
     raise GalleryError(f"{what}; no backup in {folder} passes the check, not starting")
 
 
@@ -295,6 +303,31 @@ def lost_since(backup: Path, damaged: Path | None) -> str:
     return f"{since}: {'; '.join(parts)}"
 
 
+@dataclass(frozen=True)
+class Restored:
+    """What :func:`restore` did: where the old gallery went, and what of it was kept.
+
+    ``carried``: events of the old gallery newer than the backup, copied into
+    the restored one (so the audit trail never rewinds); ``lost``: newer
+    events that could not be or were told not to be carried; ``forgotten``:
+    people the old gallery's log says were erased (``edge forget``) since the
+    backup, erased again so they do not come back.
+    """
+
+    kept: Path | None
+    carried: int = 0
+    lost: int = 0
+    forgotten: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [f"{self.carried} newer event(s) carried over"]
+        if self.lost:
+            parts.append(f"{self.lost} newer event(s) NOT carried over")
+        if self.forgotten:
+            parts.append("erased again as recorded: " + ", ".join(self.forgotten))
+        return "; ".join(parts)
+
+
 def restore(
     db_path: Path,
     backup: Path,
@@ -304,15 +337,23 @@ def restore(
     actor: str | None = None,
     reason: str | None = None,
     aside: str = "corrupt",
-) -> Path | None:
-    """Put ``backup`` in place of the gallery; where the old file was kept (None if none).
+    discard_events: bool = False,
+) -> Restored:
+    """Put ``backup`` in place of the gallery; what was done (:class:`Restored`).
 
     The backup is copied beside the gallery and proven there first (integrity
-    check, every template opens under the key) and a ``restore`` event is
-    written into it; only then is the old file kept as ``<name>.<aside>-<time>``
+    check, every template opens under the key). The old gallery's events newer
+    than the backup are carried into the copy (:mod:`edge.restore_log`) and its
+    recorded forgets re-applied, and a ``restore`` event saying so is
+    written; only then is the old file kept as ``<name>.<aside>-<time>``
     (with its -wal) and the copy renamed into place, so the gallery path
-    never holds a half-restored file. No process may have the gallery open.
+    never holds a half-restored file. If the old gallery's log cannot be
+    read, GalleryError unless ``discard_events`` (or ``aside`` is
+    "corrupt": a damaged gallery gives what it can). No process may have
+    the gallery open.
     """
+    from .restore_log import carry_over, newer_events
+
     db_path, backup = Path(db_path), Path(backup)
     stamp = _stamp()
     kept = db_path.with_name(f"{db_path.name}.{aside}-{stamp}")
@@ -327,17 +368,37 @@ def restore(
         problem = check_file(tmp)
         if problem != "ok":
             raise GalleryError(f"{backup}: {problem}")
+        newer, unreadable = newer_events(db_path, tmp)
+        if unreadable and aside != "corrupt" and not discard_events:
+            raise GalleryError(
+                f"{db_path}: cannot read its events to carry them over ({unreadable});"
+                " give --discard-events to restore anyway and lose them"
+            )
         with _named(tmp, backup), Gallery(
-            tmp, actor, key=key, key_file=cfg.path(cfg.security.key_file)
+            tmp, actor, key=key, key_file=cfg.path(cfg.security.key_file), keys_of=db_path
         ) as g:
             g.templates()
+            carried, forgotten = carry_over(g, newer, keep_events=not discard_events)
+            done = Restored(
+                kept if db_path.exists() else None,
+                carried,
+                len(newer) - carried,
+                tuple(forgotten),
+            )
             g.log_event(
                 "restore",
                 actor=actor,
                 reason=reason,
-                detail={"backup": str(backup), "kept": str(kept) if db_path.exists() else None},
+                detail={
+                    "backup": str(backup),
+                    "kept": str(done.kept) if done.kept else None,
+                    "events_carried": done.carried,
+                    "events_lost": done.lost,
+                    "unreadable": unreadable,
+                    "forgotten_again": list(done.forgotten),
+                },
             )
-        had_old = _set_aside(db_path, kept)
+        _set_aside(db_path, kept)
         os.replace(tmp, db_path)
         fsync_dir(db_path.parent)
     except OSError as e:
@@ -346,7 +407,7 @@ def restore(
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             with suppress(OSError):
                 leftover.unlink()
-    return kept if had_old else None
+    return done
 
 
 @contextmanager

@@ -28,10 +28,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Ctx:
     """What every command shares: the options, and the config and gallery opened lazily."""
 
-    def __init__(self, config: str | None, db: str | None, as_json: bool) -> None:
+    def __init__(
+        self, config: str | None, db: str | None, as_json: bool, create: bool = False
+    ) -> None:
         self.config_path = config
         self.db_path = db
         self.json = as_json
+        self.create = create
         self._cfg: Any = None
 
     @property
@@ -46,10 +49,11 @@ class Ctx:
         cfg = self.cfg  # a broken config is refused even when --db is given
         return Path(self.db_path) if self.db_path else cfg.path(cfg.gallery.db)
 
-    def gallery(self) -> Any:
+    def gallery(self, create: bool = False) -> Any:
+        """The gallery; a missing one is refused unless ``create`` or ``--create``."""
         from .gallery import open_gallery
 
-        return open_gallery(self.cfg, self.db(), actor())
+        return open_gallery(self.cfg, self.db(), actor(), create=create or self.create)
 
     def engine(self) -> Any:
         from .engine import Engine
@@ -112,6 +116,9 @@ def common(f: F) -> F:
 
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.option(
+        "--create", is_flag=True, help="Create the gallery if --db names none yet."
+    )
+    @click.option(
         "--db",
         envvar="EDGE_DB",
         type=PathArg(dir_okay=False),
@@ -124,8 +131,10 @@ def common(f: F) -> F:
         help="Configuration file (default: config.yaml).",
     )
     @functools.wraps(f)
-    def wrapper(config: str | None, db: str | None, as_json: bool, **kw: Any) -> Any:
-        ctx = Ctx(config, db, as_json)
+    def wrapper(
+        config: str | None, db: str | None, as_json: bool, create: bool, **kw: Any
+    ) -> Any:
+        ctx = Ctx(config, db, as_json, create)
         try:
             return f(ctx, **kw)
         except ConfigError as e:
@@ -186,7 +195,7 @@ def enroll(
             for r in rejected[:-1]:
                 click.echo(f"edge: {r.reason}", err=True)
             fail(rejected[-1].reason)
-    with ctx.gallery() as g:
+    with ctx.gallery(create=True) as g:
         result = enr.enroll(
             g, name, templates, display_name,
             refuse_look_alike=None if force else ctx.cfg.match.threshold,
@@ -526,6 +535,8 @@ def backup(ctx: Ctx, list_: bool) -> None:
     from .backup import Backups
 
     backups = Backups(ctx.db(), ctx.cfg, background=False)
+    if not list_ and not ctx.db().exists():
+        fail(f"{ctx.db()}: no gallery there to back up")
     if list_:
         files = backups.files()
         ctx.emit([str(f) for f in files], "\n".join(str(f) for f in files) or "no backups")
@@ -538,20 +549,33 @@ def backup(ctx: Ctx, list_: bool) -> None:
 
 @main.command()
 @click.argument("backup_file", type=PathArg(exists=True, dir_okay=False))
+@click.option(
+    "--discard-events",
+    is_flag=True,
+    help="Do not carry the gallery's events newer than the backup over (they are lost).",
+)
 @common
-def restore(ctx: Ctx, backup_file: str) -> None:
-    """Put BACKUP_FILE in place of the gallery (stop the daemon first); the old file is kept."""
+def restore(ctx: Ctx, backup_file: str, discard_events: bool) -> None:
+    """Put BACKUP_FILE in place of the gallery (stop the daemon first); the old file is kept.
+
+    Events newer than the backup are carried over, and people erased since
+    (edge forget) are erased again.
+    """
     from .backup import restore as restore_gallery
 
     status = _read_status(ctx) or {}
     if _daemon_running(status)[0]:
         fail(f"the daemon is running (pid {status.get('pid')}): stop it first")
-    kept = restore_gallery(
-        ctx.db(), Path(backup_file), ctx.cfg, actor=actor(), reason="by an admin", aside="replaced"
+    done = restore_gallery(
+        ctx.db(), Path(backup_file), ctx.cfg, actor=actor(),
+        reason=f"from {Path(backup_file).name}", aside="replaced", discard_events=discard_events,
     )
     ctx.emit(
-        {"file": backup_file, "kept": str(kept) if kept else None},
-        f"{ctx.db()}: restored from {backup_file}" + (f"; old file kept as {kept}" if kept else ""),
+        {"file": backup_file, "kept": str(done.kept) if done.kept else None,
+         "events_carried": done.carried, "events_lost": done.lost,
+         "forgotten_again": list(done.forgotten)},
+        f"{ctx.db()}: restored from {backup_file}; {done.describe()}"
+        + (f"; old file kept as {done.kept}" if done.kept else ""),
     )
 
 

@@ -150,6 +150,9 @@ class Keyring:
     source: str
     key_file: Path | None = None
     staged: bytes | None = None
+    #: Keys that only open: the shared key a gallery had before its first rotation,
+    #: and its own retired keys that older backups are sealed under.
+    others: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.current, bytes) or len(self.current) != KEY_BYTES:
@@ -161,7 +164,7 @@ class Keyring:
 
     def key_for(self, kid: bytes) -> bytes | None:
         """The key whose id is ``kid``, if this keyring holds it."""
-        for key in (self.current, self.staged):
+        for key in (self.current, self.staged, *self.others):
             if key is not None and key_id(key) == kid:
                 return key
         return None

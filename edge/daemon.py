@@ -25,7 +25,7 @@ import statistics
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +296,8 @@ class Daemon:
 
     def act(self, d: Decision, frame: Frame) -> None:
         """Open the door, greet, and record one decision."""
+        if d.decision == "granted":
+            d = self._recheck(d)
         self.decisions.append(d)
         self.counts[d.decision] += 1
         if d.decision == "granted":
@@ -330,6 +332,25 @@ class Daemon:
         # Low on space: snapshots go first; the decision above is already made and queued.
         if d.decision == "denied" and self.snapshots is not None and self.storage.ok():
             self.snapshots.save(frame.image, d.name, frame.t_wall, d.person_id)
+
+    def _recheck(self, d: Decision) -> Decision:
+        """The grant ``d`` if the gallery still lets that person in, else a denial.
+
+        The matcher is rebuilt on a 1 s poll; an admin who has just disabled
+        or removed someone must not see them let in during that second. So
+        every grant re-reads the person's row (one indexed read) right before
+        the door opens. A gallery that cannot be read refuses: fail-secure.
+        """
+        assert self.gallery is not None
+        try:
+            why = "no person id" if d.person_id is None else self.gallery.may_enter(d.person_id)
+        except EdgeError as e:
+            log.warning("grant for %s refused: gallery unreadable (%s)", d.name, e)
+            why = "gallery unreadable"
+        if why is None:
+            return d
+        self._last_poll = 0.0  # reload the matcher at the next housekeeping
+        return replace(d, decision="denied", reason=why)
 
     def _alarm(self, alarm: Alarm, frame: Frame) -> None:
         """Record a lockout starting or ending as one ``alarm`` event."""

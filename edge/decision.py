@@ -65,7 +65,8 @@ class Decision:
     reason: str
     track: int
     latency: float  # seconds from the track's first frame to this decision (frame time)
-    person_id: int | None = None  # the gallery's id of ``name`` (snapshots follow it)
+    # The gallery's id of ``name``: snapshots follow it, and a grant is re-checked by it.
+    person_id: int | None = None
 
 
 @dataclass(frozen=True)

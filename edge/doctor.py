@@ -95,13 +95,18 @@ def check_tts(cfg: Config) -> Check:
     return Check("speech", True, f"{exe}" + ("" if cfg.voice.enabled else " (voice disabled)"))
 
 
-def check_key(cfg: Config) -> Check:
+def check_key(cfg: Config, db: Path | None = None) -> Check:
+    """The key the gallery ``db`` is read with: its own after a rotation (edge.keys)."""
     from .crypto import fingerprint, load_keyring
     from .errors import GalleryError
+    from .keys import load_keyring as gallery_keyring
 
     path = cfg.path(cfg.security.key_file)
     try:
-        ring = load_keyring(path, create=False)
+        ring = (
+            load_keyring(path, create=False) if db is None
+            else gallery_keyring(db, path, create=False)
+        )
     except GalleryError as e:
         if not path.exists():
             return Check("key", True, f"{path}: not created yet (the first enroll creates it)")
@@ -170,7 +175,7 @@ def run_checks(cfg: Config, db: Path) -> list[Check]:
         check_camera(cfg),
         check_gpio(cfg),
         check_tts(cfg),
-        check_key(cfg),
+        check_key(cfg, db),
         check_database(cfg, db),
         check_backups(cfg, db),
     ]

@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlite_utils import Database
 
-from . import crypto, identity
+from . import crypto, identity, keys
 from .config import Config, MatchConfig
 from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
 from .errors import GalleryError
@@ -269,7 +269,9 @@ class Gallery:
     raw bytes) if given, else under the key loaded from ``key_file`` (default:
     ``gallery.key`` beside the database; the systemd credential ``gallery-key``
     wins over either) when a template is first read or written; a missing
-    key file is created only to seal. :func:`open_gallery` opens the gallery
+    key file is created only to seal. After its first rotation a gallery
+    reads its own key file first (:mod:`edge.keys`). A missing gallery file
+    is created (mode 0600) unless ``create`` is False. :func:`open_gallery` opens the gallery
     and key the config names: the CLI and the daemon use it.
     """
 
@@ -280,19 +282,23 @@ class Gallery:
         *,
         key: Keyring | bytes | None = None,
         key_file: str | os.PathLike[str] | None = None,
+        create: bool = True,
+        keys_of: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Whose own key file (edge.keys) to use: this file's, or (a restore's
+        # copy being proven) the gallery it will replace.
+        self._keys_of = Path(keys_of) if keys_of is not None else self.path
         self.actor = actor
         self._closed = False
         self._ring = Keyring(key, "the given key") if isinstance(key, bytes) else key
         self._key_file = Path(key_file) if key_file else self.path.parent / DEFAULT_KEY_NAME
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Biometric data: owner-only from the first byte. SQLite gives the
-            # -wal and -shm files the database file's permissions.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as e:
-            raise GalleryError(f"{self.path}: cannot create gallery ({e.strerror})") from None
+        if not self.path.exists():
+            if not create:
+                raise GalleryError(
+                    f"{self.path}: no gallery there (edge enroll creates one, or give --create)"
+                )
+            _create_private(self.path)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         # isolation_level=None: the driver never opens a transaction behind our
         # back; every transaction here is an explicit BEGIN ... COMMIT.
@@ -440,7 +446,7 @@ class Gallery:
         """
         if self._ring is None or (reload and self._ring.key_file is not None):
             create = create and self._key_in_use() is None
-            self._ring = crypto.load_keyring(self._key_file, create=create)
+            self._ring = keys.load_keyring(self._keys_of, self._key_file, create=create)
         ring = self._ring
         if (
             ring.staged is not None
@@ -560,6 +566,8 @@ class Gallery:
             if ring.key_file is not None:
                 # Under the write lock no other rotation is staging: any temporary is stale.
                 crypto.remove_stale_temporaries(ring.key_file, older_than=0)
+                if ring.key_file.exists():  # the gallery's own key: keep it for old backups
+                    keys.retire_key(self._keys_of, ring.current)
                 crypto.stage_key(ring.key_file, new)
             try:
                 for (tid, person_id, _), plain in zip(rows, plains, strict=True):
@@ -816,6 +824,27 @@ class Gallery:
             ids=np.array([r[0] for r in rows], dtype=np.int64),
         )
 
+    def may_enter(self, person_id: int, now: str | None = None) -> str | None:
+        """Why person ``person_id`` may not enter now (``refusal`` words), or None if they may.
+
+        One primary-key read, made right before the door opens, so a person
+        disabled or removed by a command that has returned is never let in
+        on the strength of a matcher built before (issue 7).
+        """
+        with self._read("check person"):
+            row = self.db.execute(
+                "SELECT active, valid_from, valid_until FROM people WHERE id = ?", [person_id]
+            ).fetchone()
+        if row is None:
+            return "removed"
+        active, start, end = row
+        if not active:
+            return "inactive"
+        t = now or now_iso()
+        if (start is not None and t < start) or (end is not None and t >= end):
+            return "outside validity window"
+        return None
+
     def generation(self) -> int:
         """The change counter: moves with every commit that touches people or templates."""
         with self._read("read generation"):
@@ -984,7 +1013,11 @@ class Gallery:
 
 
 def open_gallery(
-    cfg: Config, db_path: str | os.PathLike[str] | None = None, actor: str | None = None
+    cfg: Config,
+    db_path: str | os.PathLike[str] | None = None,
+    actor: str | None = None,
+    *,
+    create: bool = True,
 ) -> Gallery:
     """The gallery the config names (or ``db_path``), sealed under its configured key.
 
@@ -996,10 +1029,38 @@ def open_gallery(
         db_path if db_path is not None else cfg.path(cfg.gallery.db),
         actor,
         key_file=cfg.path(cfg.security.key_file),
+        create=create,
     )
 
 
 # --------------------------------------------------------------------------- files
+
+
+def _create_private(db: Path) -> None:
+    """Create an empty database file, mode 0600, without ever opening ``db`` itself.
+
+    Why not ``os.open``: closing *any* descriptor of a file drops every POSIX
+    lock this process holds on it, including the SHARED lock each open SQLite
+    connection keeps on a WAL database. A process that then looked like it
+    had no connection let another process's closing connection think it was
+    the last one, checkpoint and delete the -wal and -shm under the daemon
+    (issue 7). So the file is made under a temporary name (``mkstemp``
+    creates 0600) and hard-linked into place: atomic, never replaces a file
+    another process just created, and no descriptor of ``db`` is closed.
+    SQLite gives the -wal and -shm the database file's permissions.
+    """
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{db.name}.new-", dir=db.parent)
+        os.close(fd)  # a file of its own: no connection can have it open
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        finally:
+            os.unlink(tmp)
+    except OSError as e:
+        raise GalleryError(f"{db}: cannot create gallery ({e.strerror})") from None
 
 
 def _make_private(db: Path) -> None:

@@ -29,6 +29,7 @@ from edge.gallery import (
     KeyRotation,
     open_gallery,
 )
+from edge.keys import own_key_file
 from edge.match import DIM, NO_ONE
 
 
@@ -731,10 +732,13 @@ def test_rotate_key_reseals_everything_in_one_go(db_path: Path, rng: np.random.G
         old_blobs = raw(db_path, "SELECT embedding FROM templates")
         generation = g.generation()
         rotation = g.rotate_key()
-        new_key = crypto.read_key(key_file)
+        # The new key is this gallery's own; the key file it shared is left alone.
+        own = own_key_file(db_path)
+        new_key = crypto.read_key(own)
+        assert crypto.read_key(key_file) == old_key
         assert rotation == KeyRotation(crypto.fingerprint(old_key), crypto.fingerprint(new_key), 4)
-        assert new_key != old_key and not crypto.staged_path(key_file).exists()
-        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert new_key != old_key and not crypto.staged_path(own).exists()
+        assert stat.S_IMODE(own.stat().st_mode) == 0o600
         assert _contents(g) == before and g.generation() == generation + 1
         event = g.events(kind="key_rotation")[-1]
         assert (event.actor, event.detail) == (
@@ -787,7 +791,8 @@ def test_a_rotation_cut_short_loses_no_key(db_path: Path, rng: np.random.Generat
     old = crypto.read_key(key_file)
 
     # Staged, but the transaction never committed: the old key stays in charge.
-    crypto.stage_key(key_file, crypto.new_key())
+    own = own_key_file(db_path)  # where a rotation writes the gallery's own new key
+    crypto.stage_key(own, crypto.new_key())
     with Gallery(db_path) as g:
         assert _contents(g) == before
         g.enroll("bob", [(unit(rng), 0.9, sha(2))])
@@ -798,10 +803,10 @@ def test_a_rotation_cut_short_loses_no_key(db_path: Path, rng: np.random.Generat
     new = crypto.new_key()
     with Gallery(db_path, key=old) as g:
         g.rotate_key(new)
-    crypto.stage_key(key_file, new)
+    crypto.stage_key(own, new)
     with Gallery(db_path) as g:
         assert _contents(g) == before
-    assert crypto.read_key(key_file) == new and not crypto.staged_path(key_file).exists()
+    assert crypto.read_key(own) == new and not crypto.staged_path(own).exists()
 
 
 # ------------------------------------------------------------------ accountability
