@@ -3,7 +3,8 @@
 One process, one frame loop, a few worker threads (camera grabber, event
 writer, speech, door timer). Start-up is a list of named steps; SIGTERM and
 SIGINT stop the loop, SIGHUP reloads config and gallery without touching the
-camera. The relay is locked on every way out.
+camera (what only a restart can change is kept, see :mod:`edge.reload`). The
+relay is locked on every way out.
 
 Faults are survived, not fatal: a camera that fails is reopened by the
 grabber, bad frames are dropped, a frame that raises is logged and skipped,
@@ -41,6 +42,7 @@ from .engine import Engine
 from .errors import ConfigError, EdgeError
 from .events import EventWriter
 from .gallery import Gallery, open_gallery
+from .reload import plan_reload
 from .snapshots import SnapshotStore
 from .storage import StorageMonitor
 
@@ -398,9 +400,14 @@ class Daemon:
             log.error("reload refused, keeping the old config: %s", e)
             notify.ready()
             return
-        if cfg.camera != self.cfg.camera:
-            log.warning("camera settings changed: they take effect on restart")
-        self.cfg = cfg
+        plan = plan_reload(self.cfg, cfg)
+        if plan.held_back:
+            log.warning(
+                "restart needed to apply %s; running on the old values until then",
+                ", ".join(plan.held_back),
+            )
+        self.cfg = cfg = plan.config
+        logging.getLogger().setLevel(cfg.daemon.log_level.upper())
         self.storage.min_free_mb = cfg.storage.min_free_mb
         if self.events is not None:
             self.events.memory_cap = cfg.storage.event_memory_cap
