@@ -1,7 +1,10 @@
 """The configuration: one tree of pydantic models, defaults in one place.
 
 Unknown keys, wrong types and out-of-range values are refused with one line
-that names the key, before any model, camera or pin is touched. Relative
+that names the key, before any model, camera or pin is touched; so are
+duplicate keys, two jobs on one GPIO pin, and a decision rule nobody can
+pass. YAML is read with YAML 1.2 booleans (only true/false): ``mode: off``
+is the string "off", as meant, and a boolean is never taken for a number. Relative
 paths are taken relative to the configuration file, so a site can keep its
 config, models and database together wherever it likes.
 """
@@ -9,12 +12,22 @@ config, models and database together wherever it likes.
 from __future__ import annotations
 
 import os
+import re
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
@@ -30,6 +43,18 @@ MAX_DEPTH = 20
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """``threshold: true`` is a type error: pydantic alone would read it as 1.0."""
+        if isinstance(value, bool) and info.field_name is not None:
+            kinds = get_args(cls.model_fields[info.field_name].annotation) or (
+                cls.model_fields[info.field_name].annotation,
+            )
+            if bool not in kinds and (int in kinds or float in kinds):
+                raise PydanticCustomError("bool_not_number", "must be a number, not true/false")
+        return value
 
 
 class ModelsConfig(_Section):
@@ -91,6 +116,12 @@ class CameraConfig(_Section):
     fps: float = Field(30.0, gt=0.0, le=120.0)
     reopen_max_seconds: float = Field(30.0, gt=0.0)
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _index_as_text(cls, value: Any) -> Any:
+        """``source: 0`` unquoted is YAML's integer 0: the device index meant."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 class LivenessConfig(_Section):
     mode: Literal["off", "passive", "active", "both"] = "passive"
@@ -110,6 +141,15 @@ class DecisionConfig(_Section):
     snapshot_dir: Path | None = None
     snapshot_max_mb: float = Field(100.0, gt=0.0)
 
+    @model_validator(mode="after")
+    def _passable(self) -> Self:
+        if self.agree_matches > self.window_frames:
+            raise ValueError(
+                f"agree_matches {self.agree_matches} is more than window_frames "
+                f"{self.window_frames}: nobody could ever be granted"
+            )
+        return self
+
 
 class DoorConfig(_Section):
     pin: int = Field(17, ge=0, le=27)
@@ -118,6 +158,20 @@ class DoorConfig(_Section):
     contact_pin: int | None = Field(None, ge=0, le=27)
     held_open_seconds: float = Field(30.0, gt=0.0)
     exit_button_pin: int | None = Field(None, ge=0, le=27)
+
+    @model_validator(mode="after")
+    def _one_job_per_pin(self) -> Self:
+        """Two devices on one pin fail only at start (GPIOPinInUse) or, worse, not at all."""
+        jobs: dict[int, str] = {}
+        for key, job in (("pin", "the relay"), ("contact_pin", "the door contact"),
+                         ("exit_button_pin", "the exit button")):
+            pin = getattr(self, key)
+            if pin is None:
+                continue
+            if pin in jobs:
+                raise ValueError(f"{key} {pin} is already {jobs[pin]}: pins must be distinct")
+            jobs[pin] = f"{job}'s pin (door.{key})"
+        return self
 
 
 class VoiceConfig(_Section):
@@ -205,6 +259,23 @@ class _Loader(yaml.SafeLoader):
 
     _depth = 0
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key given twice is refused: PyYAML would keep the last one silently."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: refused by PyYAML itself below
+                continue
+            if first is not None:
+                problem = f"duplicate key {_short(key)} is not allowed, first on line {first}"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             raise yaml.composer.ComposerError(
@@ -222,6 +293,17 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+# YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) also reads
+# yes/no/on/off as booleans, so `liveness.mode: off` would be False. Boolean
+# keys still take yes/no/on/off: pydantic reads those strings as booleans.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
 #: Values quoted in error messages are cut short: the message is one line.
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 60
@@ -238,6 +320,8 @@ def _describe(err: ValidationError) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"] == "value_error":  # our own checks: the message without a prefix
+        msg = str(first.get("ctx", {}).get("error", msg))
     elif "input" in first and not isinstance(first["input"], dict):
         msg = f"{msg} (got {_short(first['input'])})"
     return f"{where}: {msg}"

@@ -1,9 +1,14 @@
 """The door daemon: camera → detect → track → recognise → liveness → decide → door, voice, events.
 
 One process, one frame loop, a few worker threads (camera grabber, event
-writer, speech, door timer). Start-up is a list of named steps; SIGTERM and
+writer, speech, door timer). Start-up is a list of named steps; READY goes to
+systemd only when the camera has delivered its first frame (until then a hint
+says what to do, every minute). A file or folder that cannot be read is an
+error at start, and one that has been played to its end leaves the daemon
+idle (door locked, admin commands served) unless ``exit_at_end``. SIGTERM and
 SIGINT stop the loop, SIGHUP reloads config and gallery without touching the
-camera. The relay is locked on every way out.
+camera (what only a restart can change is kept, see :mod:`edge.reload`). The
+relay is locked on every way out.
 
 Faults are survived, not fatal: a camera that fails is reopened by the
 grabber, bad frames are dropped, a frame that raises is logged and skipped,
@@ -38,9 +43,10 @@ from .camera import Frame, FrameGrabber, Source, open_source
 from .config import Config, load_config
 from .decision import Alarm, Decider, Decision, Tracker, Vote
 from .engine import Engine
-from .errors import ConfigError, EdgeError
+from .errors import CameraError, ConfigError, EdgeError
 from .events import EventWriter
 from .gallery import Gallery, open_gallery
+from .reload import plan_reload
 from .snapshots import SnapshotStore
 from .storage import StorageMonitor
 
@@ -50,6 +56,10 @@ log = logging.getLogger("edge.daemon")
 POLL_SECONDS = 1.0
 #: How often snapshots past privacy.snapshot_days are deleted.
 PURGE_SECONDS = 3600.0
+#: While the camera has not delivered a first frame, the hint is repeated this often.
+HINT_SECONDS = 60.0
+#: A camera still opening (no failure yet) after this long gets the hint too.
+HINT_FIRST_SECONDS = 10.0
 
 
 class Daemon:
@@ -104,6 +114,10 @@ class Daemon:
         self._frames_failing = False
         self._gallery_failing = False
         self._camera_state: str | None = None
+        self.source: Source | None = None
+        self.ready = False  # READY sent: the camera delivered a frame
+        self._last_hint = -float("inf")
+        self._end_logged = False
         self.storage = StorageMonitor(db_path.parent, cfg.storage.min_free_mb)
         self.started = time.monotonic()
         self._last_poll = 0.0
@@ -118,6 +132,7 @@ class Daemon:
     def start(self) -> Daemon:
         """Bring everything up in order; any failure leaves the door locked."""
         steps = [
+            ("source", self._check_source),
             ("models", self._start_models),
             ("gallery check", self._check_gallery),
             ("gallery", self._start_gallery),
@@ -130,14 +145,48 @@ class Daemon:
         for name, step in steps:
             log.debug("starting %s", name)
             step()
-        notify.ready(f"watching {self.grabber.source.name if self.grabber else '?'}")
+        log.info("started; waiting for the first frame from %s", self._source_name())
+        return self
+
+    def _source_name(self) -> str:
+        return self.source.name if self.source is not None else "?"
+
+    def _check_source(self) -> None:
+        """Build the source; a file or folder must yield a frame now, or it is an error.
+
+        A replay that cannot be read will not heal by retrying: the typo in
+        ``--source`` is reported at once (exit 1, one line), before any model,
+        pin or database is touched. Live cameras are retried by the grabber.
+        A source handed in by the caller is its own business and is not probed.
+        """
+        if self._source is not None:
+            self.source = self._source
+            return
+        self.source = open_source(self._source_spec or self.cfg.camera.source, self.cfg.camera)
+        if not self.source.finite:
+            return
+        try:
+            self.source.open()
+            first = self.source.read()
+        except CameraError:
+            raise
+        except Exception as e:  # a decoder's own error: the file is not readable
+            raise CameraError(f"{self.source.name}: cannot be read ({e})") from None
+        finally:
+            self.source.close()
+        if first is None:
+            raise CameraError(f"{self.source.name}: no frame can be read from it")
+
+    def _become_ready(self) -> None:
+        """The first frame is in: tell systemd READY, and the log."""
+        self.ready = True
+        notify.ready(f"watching {self._source_name()}")
         log.info(
             "ready: liveness %s, %d people, camera %s",
             self.cfg.liveness.mode,
             self.matcher.person_count,
-            self.grabber.source.name if self.grabber else "?",
+            self._source_name(),
         )
-        return self
 
     def _start_models(self) -> None:
         from .liveness import FaceMesh, PassiveLiveness
@@ -207,9 +256,8 @@ class Daemon:
             self.voice = Voice(self.cfg.voice)
 
     def _start_camera(self) -> None:
-        source = self._source or open_source(
-            self._source_spec or self.cfg.camera.source, self.cfg.camera
-        )
+        source = self.source
+        assert source is not None
         realtime = self._realtime if self._realtime is not None else not source.finite
         self.grabber = FrameGrabber(
             source, realtime=realtime, reopen_max_seconds=self.cfg.camera.reopen_max_seconds
@@ -231,14 +279,54 @@ class Daemon:
                 if self.grabber.ended:
                     if self.exit_at_end:
                         break
-                    self._feed_watchdog(now)  # an ended replay is idle, not stuck
+                    self._idle(now)
+                elif not self.ready:
+                    self._hint(now)
                 self._housekeeping(now)
                 continue
+            if not self.ready:
+                self._become_ready()
             if self._process_safely(frame):
                 self._fps_window.append(now)
                 self._feed_watchdog(now)  # only for frames that made it through
             self._housekeeping(now)
         return 0
+
+    def _idle(self, now: float) -> None:
+        """A replay played to its end: wait (door locked) until stopped, without spinning.
+
+        The watchdog is fed (idle on purpose is not stuck) often enough for
+        ``WatchdogSec``; housekeeping (status, gallery, reloads) runs as usual.
+        """
+        if not self._end_logged:
+            self._end_logged = True
+            log.info(
+                "%s ended after %d frames; idle with the door locked until stopped "
+                "(--exit-at-end exits instead)",
+                self._source_name(),
+                self.frames,
+            )
+            notify.status(f"{self._source_name()} ended; idle")
+        self._feed_watchdog(now)
+        wait = POLL_SECONDS if not self._watchdog else min(POLL_SECONDS, self._watchdog / 3)
+        self.stop.wait(wait)
+
+    def _hint(self, now: float) -> None:
+        """No frame yet: say what to do, now and every HINT_SECONDS, and not READY."""
+        assert self.grabber is not None
+        state = self.grabber.state
+        if state != "reconnecting" and now - self.started < HINT_FIRST_SECONDS:
+            return
+        if now - self._last_hint < HINT_SECONDS:
+            return
+        self._last_hint = now
+        log.warning(
+            "no frame from camera %s yet (%s); not ready. Check the camera with "
+            "`edge doctor`, or run without one: edge run --source FILE_OR_FOLDER",
+            self._source_name(),
+            state,
+        )
+        notify.status(f"waiting for camera {self._source_name()}: no frame yet (edge doctor)")
 
     def _process_safely(self, frame: Frame) -> bool:
         """Process one frame and time it; one that raises is dropped, logged once per run of them.
@@ -414,16 +502,22 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read config and gallery; the camera keeps running."""
-        notify.reloading()
+        if self.ready:  # before READY, systemd is still waiting for the start
+            notify.reloading()
         try:
             cfg = load_config(self.config_path) if self.config_path else self.cfg
         except ConfigError as e:
             log.error("reload refused, keeping the old config: %s", e)
-            notify.ready()
+            self._reloaded()
             return
-        if cfg.camera != self.cfg.camera:
-            log.warning("camera settings changed: they take effect on restart")
-        self.cfg = cfg
+        plan = plan_reload(self.cfg, cfg)
+        if plan.held_back:
+            log.warning(
+                "restart needed to apply %s; running on the old values until then",
+                ", ".join(plan.held_back),
+            )
+        self.cfg = cfg = plan.config
+        logging.getLogger().setLevel(cfg.daemon.log_level.upper())
         self.storage.min_free_mb = cfg.storage.min_free_mb
         if self.events is not None:
             self.events.memory_cap = cfg.storage.event_memory_cap
@@ -437,7 +531,11 @@ class Daemon:
         if self.voice is not None and hasattr(self.voice, "config"):
             self.voice.config = cfg.voice
         log.info("reloaded config and gallery: %d people", self.matcher.person_count)
-        notify.ready()
+        self._reloaded()
+
+    def _reloaded(self) -> None:
+        if self.ready:
+            notify.ready()
 
     def status(self) -> dict[str, Any]:
         """What ``edge status`` shows."""
@@ -446,7 +544,9 @@ class Daemon:
         last = asdict(self.decisions[-1]) if self.decisions else None
         return {
             "pid": os.getpid(),
-            "stopped": self.stop.is_set() or bool(self.grabber and self.grabber.ended),
+            # An ended replay leaves the daemon idle, not stopped: it still holds the door.
+            "stopped": self.stop.is_set(),
+            "ready": self.ready,
             "updated": time.time(),
             # CLOCK_MONOTONIC is system-wide: `edge status` can judge staleness by it
             # even after the wall clock jumps.
