@@ -9,9 +9,9 @@ The upstream project (minivision-ai/Silent-Face-Anti-Spoofing, Apache-2.0)
 ships only PyTorch state dicts (2.7_80x80_MiniFASNetV2.pth and
 4_0_0_80x80_MiniFASNetV1SE.pth). This script rebuilds the network in PyTorch,
 reading every channel width, kernel size and block count from the names and
-shapes in that state dict (V1SE's squeeze-excitation blocks are found by their
-``se_module.fc1``/``bn1``/``fc2``/``bn2`` tensors), loads it strictly (a missing or extra tensor is an
-error, so a wrong architecture cannot pass silently), exports it with
+shapes in that state dict (V1SE's squeeze-excitation blocks are found by
+their ``se_module.fc1``/``bn1``/``fc2``/``bn2`` tensors), loads it strictly (a
+missing or extra tensor is an error, so a wrong architecture cannot pass silently), exports it with
 litert-torch, and checks that LiteRT's logits match PyTorch's on a fixed input.
 
 The output keeps PyTorch's layout: input 1x3x80x80 float32 (BGR, 0-255, not
@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = build(args.checkpoint)
     except (KeyError, RuntimeError) as e:  # names or shapes that are not MiniFASNetV1/V2
-        print(f"{args.checkpoint}: not a MiniFASNet (V1, V2, V1SE) this script knows: {e}", file=sys.stderr)
+        print(f"{args.checkpoint}: not a MiniFASNet (V1, V2, V1SE) this script knows: {e}",
+              file=sys.stderr)
         return 1
     sample = sample_input()
     with torch.no_grad():
