@@ -126,7 +126,7 @@ def test_v1se_conversion_matches_pytorch_on_real_crops(scorer: SpoofScorer, tmp_
         pytest.skip(msg)
     se = PassiveLiveness(load_interpreter(SE_MODEL), SE_SCALE)
     crops, lite = [], []
-    names = ["live/nuaa_0001_00_00_01_0.jpg", "print/nuaa_0001_00_00_01_0.jpg"]
+    names = ["live/nuaa_0001_00_00_01_400.jpg", "print/nuaa_0001_00_00_01_0.jpg"]
     photos = [SPOOF / n for n in names if (SPOOF / n).is_file()]
     photos += [FACES / "spoof" / n for n in ("image_F1.jpg", "image_F2.jpg", "image_T1.jpg")]
     for p in photos:
@@ -156,7 +156,7 @@ def test_fused_liveness_needs_a_model():
 
 def test_edge_liveness_json_is_one_object_per_image(tmp_path: Path):
     _need(SPOOF)
-    live = SPOOF / "live" / "nuaa_0001_00_00_01_0.jpg"
+    live = SPOOF / "live" / "nuaa_0001_00_00_01_400.jpg"  # scores 0.99
     attack = SPOOF / "print" / "nuaa_0001_00_00_01_0.jpg"
     missing = tmp_path / "nope.jpg"
     r = CliRunner().invoke(main, ["liveness", "--json", str(live), str(attack), str(missing)])
