@@ -80,6 +80,31 @@ def per_face(engine: Engine, frames: list[np.ndarray], repeat: int) -> dict[str,
     return {k: round(statistics.median(v), 3) for k, v in times.items()}
 
 
+def liveness_ms(engine: Engine, frames: list[np.ndarray], repeat: int) -> dict[str, float]:
+    """Median ms of the passive check per face: the configured one, V2 alone and the fused pair.
+
+    Crop, resize and inference for the largest face of each frame, as the
+    daemon scores a matched face; the fused figure is what
+    ``liveness.passive_models: fused`` would cost.
+    """
+    from .liveness import load_passive
+
+    checks = {name: load_passive(engine.interpreter, name) for name in ("v2", "fused")}
+    times: dict[str, list[float]] = {name: [] for name in checks}
+    for bgr in frames:
+        dets = engine.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if not dets:
+            continue
+        for name, check in checks.items():
+            check.score(bgr, dets[0].box)  # warm up
+            times[name] += [_ms(check.score, bgr, dets[0].box)[0] for _ in range(repeat)]
+    if not times["v2"]:
+        raise EdgeError("bench: no face found in any photo")
+    out = {f"passive_{k}": round(statistics.median(v), 3) for k, v in times.items()}
+    out["configured"] = out[f"passive_{engine.cfg.liveness.passive_models}"]
+    return out
+
+
 def match_ms(
     sizes: tuple[int, ...] = GALLERY_SIZES, queries: int = 50, seed: int = 0
 ) -> dict[str, float]:
@@ -149,6 +174,7 @@ def run_bench(cfg: Config, photos: Path | None = None, repeat: int = 30) -> dict
     engine = Engine(cfg)
     result = {
         "per_face_ms": per_face(engine, frames, repeat),
+        "liveness_ms": liveness_ms(engine, frames, repeat),
         "match_ms": match_ms(),  # with the engine loaded, as in the daemon
         "photos": len(frames),
         "threads": cfg.models.threads,

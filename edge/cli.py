@@ -817,5 +817,56 @@ def bench(ctx: Ctx, repeat: int, replay: str | None) -> None:
     ctx.emit(result, json.dumps(result, indent=2))
 
 
+# --------------------------------------------------------------- anti-spoofing
+# `edge liveness` and the `--spoof` part of `edge eval` (edge/spoofeval.py).
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@common
+def liveness(ctx: Ctx, images: tuple[str, ...]) -> None:
+    """Score every face in each IMAGE with the passive check: live or attack."""
+    from .spoofeval import SpoofScorer
+
+    scorer = SpoofScorer(ctx.engine())
+    errors = 0
+    for path in images:
+        r = scorer.image(path)
+        if r.error is not None:
+            errors += 1
+            if not ctx.json:
+                click.echo(f"edge: {r.error}", err=True)
+        elif not ctx.json and not r.faces:
+            click.echo(f"{path}: no face found")
+        ctx.emit(r.as_dict(), None)
+        if not ctx.json:
+            for f in r.faces:
+                box = [round(v, 1) for v in f.box]
+                click.echo(f"{path}\t{f.verdict}\t{f.live:.3f}\tbox {box}")
+    if errors:
+        sys.exit(1)
+
+
+@main.command("eval")
+@click.option(
+    "--spoof",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder with live/ and one subfolder per attack type: APCER and BPCER.",
+)
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write score histograms (PNG).")
+@common
+def eval_(ctx: Ctx, spoof: str | None, plot: str | None) -> None:
+    """Measure the passive liveness check on a labelled folder (ISO/IEC 30107-3 terms)."""
+    from .spoofeval import SpoofScorer, evaluate
+    from .spoofeval import plot as plot_spoof
+
+    if not spoof:
+        fail("give --spoof FOLDER", 2)
+    report = evaluate(SpoofScorer(ctx.engine()), spoof)
+    if plot:
+        plot_spoof(report, plot)
+    ctx.emit(report.as_dict(), report.text())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

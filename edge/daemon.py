@@ -189,12 +189,12 @@ class Daemon:
         )
 
     def _start_models(self) -> None:
-        from .liveness import FaceMesh, PassiveLiveness
+        from .liveness import FaceMesh, load_passive
 
         self.engine = Engine(self.cfg)
         mode = self.cfg.liveness.mode
         if mode in ("passive", "both") and self.passive is None:
-            self.passive = PassiveLiveness(self.engine.interpreter("liveness"))
+            self.passive = load_passive(self.engine.interpreter, self.cfg.liveness.passive_models)
         if mode in ("active", "both") and self.mesh is None:
             self.mesh = FaceMesh(self.engine.interpreter("facemesh"))
         self.tracker = Tracker(self.cfg.decision.window_frames, self.cfg.liveness)

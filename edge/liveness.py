@@ -2,9 +2,12 @@
 
 Two independent checks, either or both chosen by ``LivenessConfig.mode``:
 
-* passive - MiniFASNetV2 (Silent-Face-Anti-Spoofing) scores one 80x80 crop
-  taken around the face box scaled 2.7x; it has learnt the texture, moiré and
-  borders of prints and screens. :class:`PassiveLiveness`.
+* passive - two MiniFASNets (Silent-Face-Anti-Spoofing) each score an 80x80
+  crop around the face box: MiniFASNetV2 scaled 2.7x, MiniFASNetV1SE scaled
+  4.0x (more of the print's or screen's border and the room around it). As
+  upstream does, their softmaxes are summed: the score is the mean of their
+  "real" probabilities. :class:`PassiveLiveness` is one model,
+  :class:`FusedLiveness` the pair (:func:`load_passive`).
 * active - a blink. FaceMesh gives six landmarks per eye, their eye aspect
   ratio (EAR) drops when the eye closes, and :class:`BlinkDetector` looks for
   open -> closed -> open within a time window. A still photo never blinks.
@@ -17,7 +20,7 @@ the two classes only feed an interpreter built elsewhere
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,10 @@ from .detect import Detection
 #: MiniFASNetV2's crop: the face box scaled this much about its centre (the "2.7" in
 #: the checkpoint's name), resized to 80x80.
 PASSIVE_SCALE = 2.7
+#: MiniFASNetV1SE's crop scale (the "4_0" in its checkpoint's name).
+SE_SCALE = 4.0
+#: The passive models as (manifest role, crop scale), fused in this order.
+PASSIVE_MODELS = (("liveness", PASSIVE_SCALE), ("liveness_se", SE_SCALE))
 #: Softmax index of "real face" among MiniFASNet's 3 classes (the others are attacks).
 REAL_CLASS = 1
 
@@ -182,6 +189,43 @@ class PassiveLiveness:
         self._it.invoke()
         logits = self._it.get_tensor(self._output).reshape(-1)
         return float(softmax(logits)[REAL_CLASS])
+
+
+class FusedLiveness:
+    """Several passive models on one face: ``score(bgr_frame, box)`` is their mean P(real).
+
+    Upstream Silent-Face sums the models' softmaxes and takes the arg-max;
+    the mean of the "real" probabilities is that sum's real share, a number in
+    [0, 1] that one threshold can be set on. Same call as
+    :class:`PassiveLiveness`, so the daemon scores each track's frames alike.
+    """
+
+    def __init__(self, models: Sequence[PassiveLiveness]) -> None:
+        if not models:
+            raise ValueError("FusedLiveness needs at least one model")
+        self.models = tuple(models)
+
+    def scores(self, bgr: np.ndarray, box: Sequence[float]) -> tuple[float, ...]:
+        """Each model's P(real) for the face in ``box``, in model order."""
+        return tuple(m.score(bgr, box) for m in self.models)
+
+    def score(self, bgr: np.ndarray, box: Sequence[float]) -> float:
+        """The fused probability that the face in ``box`` is real."""
+        return float(np.mean(self.scores(bgr, box)))
+
+
+def load_passive(interpreter: Callable[[str], Any], models: str = "v2") -> FusedLiveness:
+    """The passive check ``liveness.passive_models`` names; ``interpreter(role)`` builds each.
+
+    ``"fused"``: both of :data:`PASSIVE_MODELS`, as upstream; ``"v2"``:
+    MiniFASNetV2 alone, the default because on ../shared/eval/spoof V1SE's
+    4.0x crop refuses live webcam frames that V2 accepts while letting no
+    fewer screens through (README, Liveness). ``interpreter`` is e.g.
+    :meth:`edge.engine.Engine.interpreter`, which checks every file against
+    the model manifest before loading it.
+    """
+    chosen = PASSIVE_MODELS if models == "fused" else PASSIVE_MODELS[:1]
+    return FusedLiveness([PassiveLiveness(interpreter(role), scale) for role, scale in chosen])
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Convert the MiniFASNetV2 anti-spoofing checkpoint to a ``.tflite`` file.
+"""Convert a MiniFASNet anti-spoofing checkpoint (V2 or V1SE) to a ``.tflite`` file.
 
 Usage::
 
     python scripts/convert_minifasnet.py CHECKPOINT OUT.tflite
 
 The upstream project (minivision-ai/Silent-Face-Anti-Spoofing, Apache-2.0)
-ships only a PyTorch state dict. This script rebuilds the network in PyTorch,
+ships only PyTorch state dicts (2.7_80x80_MiniFASNetV2.pth and
+4_0_0_80x80_MiniFASNetV1SE.pth). This script rebuilds the network in PyTorch,
 reading every channel width, kernel size and block count from the names and
-shapes in that state dict, loads it strictly (a missing or extra tensor is an
-error, so a wrong architecture cannot pass silently), exports it with
+shapes in that state dict (V1SE's squeeze-excitation blocks are found by
+their ``se_module.fc1``/``bn1``/``fc2``/``bn2`` tensors), loads it strictly (a
+missing or extra tensor is an error, so a wrong architecture cannot pass silently), exports it with
 litert-torch, and checks that LiteRT's logits match PyTorch's on a fixed input.
 
 The output keeps PyTorch's layout: input 1x3x80x80 float32 (BGR, 0-255, not
@@ -68,8 +70,32 @@ class ConvBNPReLU(ConvBN):
         self.add_module("prelu", nn.PReLU(weight.shape[0]))
 
 
+class SEModule(nn.Module):
+    """Squeeze-excitation (V1SE): global mean, 1x1 conv+BN, ReLU, 1x1 conv+BN, sigmoid gate.
+
+    Upstream's ``SEModule``; its tensors are ``fc1``, ``bn1``, ``fc2``, ``bn2``.
+    """
+
+    def __init__(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        super().__init__()
+        squeeze, channels = state[f"{prefix}.fc1.weight"].shape[:2]
+        self.fc1 = nn.Conv2d(channels, squeeze, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(squeeze)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.relu(self.bn1(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * torch.sigmoid(self.bn2(self.fc2(g)))
+
+
 class DepthWise(nn.Module):
-    """Inverted bottleneck: 1x1 expand, 3x3 depthwise, 1x1 project, optional skip."""
+    """Inverted bottleneck: 1x1 expand, 3x3 depthwise, 1x1 project, optional skip.
+
+    When the checkpoint holds ``<prefix>.se_module.*`` (V1SE: the last block of
+    each residual stage), the projection is gated by squeeze-excitation before
+    the skip is added, as upstream's ``Depth_Wise_SE`` does.
+    """
 
     def __init__(self, state: dict[str, torch.Tensor], prefix: str, stride: int,
                  residual: bool) -> None:
@@ -79,9 +105,14 @@ class DepthWise(nn.Module):
         self.conv_dw = ConvBNPReLU(dw, stride, dw.shape[-1] // 2)
         self.project = ConvBN(state[f"{prefix}.project.conv.weight"], 1, 0)
         self.residual = residual
+        # Only set when present, so V2's module tree (and its file's sha256) is unchanged.
+        if residual and f"{prefix}.se_module.fc1.weight" in state:
+            self.se_module = SEModule(state, f"{prefix}.se_module")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.conv_dw(self.conv(x)))
+        if hasattr(self, "se_module"):
+            y = self.se_module(y)
         return x + y if self.residual else y
 
 
@@ -101,7 +132,7 @@ class Residual(nn.Module):
 
 
 class MiniFASNet(nn.Module):
-    """MiniFASNet (V1 or V2: they differ only in widths) built from a state dict.
+    """MiniFASNet (V1, V2 or V1SE: widths and SE blocks differ) built from a state dict.
 
     Module names match the checkpoint's, so ``load_state_dict(strict=True)``
     proves the rebuilt graph holds every tensor the checkpoint has.
@@ -141,7 +172,7 @@ class MiniFASNet(nn.Module):
 # <module>.DepthWise_conv_23/..."), so those names are part of the file's bytes and
 # sha256. Pin the module name so the output is the same whether this file runs as
 # __main__ or is imported. Renaming a class or attribute here changes the sha256.
-for _cls in (ConvBN, ConvBNPReLU, DepthWise, Residual, MiniFASNet):
+for _cls in (ConvBN, ConvBNPReLU, SEModule, DepthWise, Residual, MiniFASNet):
     _cls.__module__ = "minifasnet"
 
 
@@ -198,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = build(args.checkpoint)
     except (KeyError, RuntimeError) as e:  # names or shapes that are not MiniFASNetV1/V2
-        print(f"{args.checkpoint}: not a MiniFASNet this script knows: {e}", file=sys.stderr)
+        print(f"{args.checkpoint}: not a MiniFASNet (V1, V2, V1SE) this script knows: {e}",
+              file=sys.stderr)
         return 1
     sample = sample_input()
     with torch.no_grad():
