@@ -410,8 +410,11 @@ def identify(ctx: Ctx, image: str) -> None:
 @click.option("--target-far", type=click.FloatRange(0, 1), default=1e-3, show_default=True,
               help="Report the threshold that keeps FAR at or below this.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a PNG.")
-# Anti-spoofing evaluation (`--spoof FOLDER`: APCER/BPCER) is its own option
-# and module; it dispatches here, before the recognition evaluation.
+@click.option(
+    "--spoof",
+    type=PathArg(exists=True, file_okay=False),
+    help="Anti-spoofing instead: a folder with live/ and one subfolder per attack type.",
+)
 @common
 def eval_(
     ctx: Ctx,
@@ -420,6 +423,7 @@ def eval_(
     only: tuple[str, ...],
     target_far: float,
     plot_file: str | None,
+    spoof: str | None,
 ) -> None:
     """Measure recognition on labelled photos: FOLDER/<person>/*.jpg, or --pairs CSV.
 
@@ -427,11 +431,26 @@ def eval_(
     rank-1 and precision@k, and how many strangers the configured threshold
     and margin would let in. Use it to calibrate match.threshold on your
     own staff photos (see README: Calibrating at your site).
+
+    With --spoof FOLDER it measures the passive liveness check instead:
+    APCER per attack type and BPCER (ISO/IEC 30107-3 terms).
     """
     from . import evaluate
 
+    if spoof:
+        if folder or pairs:
+            fail("give --spoof FOLDER alone, not with a FOLDER or --pairs", 2)
+        from .spoofeval import SpoofScorer
+        from .spoofeval import evaluate as evaluate_spoof
+        from .spoofeval import plot as plot_spoof
+
+        report = evaluate_spoof(SpoofScorer(ctx.engine()), spoof)
+        if plot_file:
+            plot_spoof(report, plot_file)
+        ctx.emit(report.as_dict(), report.text())
+        return
     if bool(folder) == bool(pairs):
-        fail("give a FOLDER of people's photos, or --pairs FILE.csv", 2)
+        fail("give a FOLDER of people's photos, or --pairs FILE.csv (or --spoof FOLDER)", 2)
     def progress(n: int) -> None:  # on a terminal only: a big folder takes minutes on a Pi
         click.echo(f"\rembedded {n} photos", err=True, nl=False)
 
@@ -845,27 +864,6 @@ def liveness(ctx: Ctx, images: tuple[str, ...]) -> None:
                 click.echo(f"{path}\t{f.verdict}\t{f.live:.3f}\tbox {box}")
     if errors:
         sys.exit(1)
-
-
-@main.command("eval")
-@click.option(
-    "--spoof",
-    type=click.Path(exists=True, file_okay=False),
-    help="Folder with live/ and one subfolder per attack type: APCER and BPCER.",
-)
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write score histograms (PNG).")
-@common
-def eval_(ctx: Ctx, spoof: str | None, plot: str | None) -> None:
-    """Measure the passive liveness check on a labelled folder (ISO/IEC 30107-3 terms)."""
-    from .spoofeval import SpoofScorer, evaluate
-    from .spoofeval import plot as plot_spoof
-
-    if not spoof:
-        fail("give --spoof FOLDER", 2)
-    report = evaluate(SpoofScorer(ctx.engine()), spoof)
-    if plot:
-        plot_spoof(report, plot)
-    ctx.emit(report.as_dict(), report.text())
 
 
 if __name__ == "__main__":  # pragma: no cover
