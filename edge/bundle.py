@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,12 @@ import numpy as np
 from . import crypto
 from .errors import GalleryError
 from .files import write_temp
-from .gallery import Gallery
+from .gallery import LEGACY_MODEL_ID, Gallery
 from .records import EMBEDDING_BYTES, check_quality_and_sha, now_iso, person_row
 
 BUNDLE_FORMAT = "edge-gallery"
 BUNDLE_VERSION = 1
+_MODEL_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,19 @@ def export_bundle(gallery: Gallery, path: str | os.PathLike[str], passphrase: st
     with gallery._read("export"):
         people = gallery.people()
         rows = gallery.db.execute(
-            "SELECT id, person_id, embedding, quality, source_sha256, created"
+            "SELECT id, person_id, embedding, quality, source_sha256, created, model_id"
             " FROM templates ORDER BY person_id, id"
         ).fetchall()
         plains = gallery._unseal([r[:3] for r in rows])
     by_person: dict[int, list[dict[str, Any]]] = {}
-    for (_, person_id, _, quality, sha, created), plain in zip(rows, plains, strict=True):
+    for (_, person_id, _, quality, sha, created, model), plain in zip(rows, plains, strict=True):
         by_person.setdefault(person_id, []).append(
             {
                 "embedding": base64.b64encode(plain).decode("ascii"),
                 "quality": quality,
                 "source_sha256": sha,
                 "created": created,
+                "model_id": model,
             }
         )
     bundle = {
@@ -112,8 +115,12 @@ def import_bundle(
     here keeps their local fields (active, validity, names, notes: local
     decisions win, so an import never re-enables someone disabled here) and
     gains the bundle's templates they lack. A template is already present
-    when the person has one with the same source_sha256 or, lacking a
-    sha, the same embedding. Nothing is ever deleted by an import.
+    when the person has one with the same source_sha256 (whatever its
+    model: the local one wins) or, lacking a sha, the same embedding.
+    Each template keeps the ``model_id`` of the embedder that made it (a
+    bundle without one is from before model ids: MobileFaceNet), so
+    templates of another model are imported but never match here until
+    re-enrolled. Bundles carry no face crops. Nothing is ever deleted by an import.
     """
     path = Path(path)
     people, sealed = _read_bundle(path, passphrase, allow_unencrypted)
@@ -137,7 +144,7 @@ def import_bundle(
                     [person_id],
                 ).fetchall()
                 have = set(gallery._unseal(mine))
-            for plain, quality, sha, created in templates:
+            for plain, quality, sha, created, model_id in templates:
                 if (
                     gallery.db.execute(
                         "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?",
@@ -148,7 +155,9 @@ def import_bundle(
                 ):
                     skipped += 1
                     continue
-                gallery._insert_template(key, person_id, plain, quality, sha, created)
+                gallery._insert_template(
+                    key, person_id, plain, quality, sha, created, model_id=model_id
+                )
                 have.add(plain)
                 added += 1
         gallery._audit(
@@ -178,7 +187,8 @@ def _write_private(path: Path, data: bytes) -> None:
         raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
 
 
-_BundleTemplate = tuple[bytes, float | None, str | None, str]
+#: ``(embedding, quality, source_sha256, created, model_id)``
+_BundleTemplate = tuple[bytes, float | None, str | None, str, str]
 
 
 def is_sealed_bundle(path: str | os.PathLike[str]) -> bool:
@@ -280,8 +290,12 @@ def _check_bundle(path: Path, data: Any) -> list[tuple[dict[str, Any], list[_Bun
                 t_created = t.get("created")
                 if t_created is not None and not isinstance(t_created, str):
                     raise GalleryError("created must be text")
+                # Bundles from before model ids hold MobileFaceNet templates only.
+                model_id = t.get("model_id", LEGACY_MODEL_ID)
+                if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+                    raise GalleryError("model_id must be a sha256 in hex")
             except GalleryError as e:
                 raise bad(f"{where}.templates[{j}]", str(e)) from None
-            templates.append((raw, quality, sha, t_created or now_iso()))
+            templates.append((raw, quality, sha, t_created or now_iso(), model_id))
         out.append((row, templates))
     return out

@@ -81,6 +81,11 @@ if TYPE_CHECKING:  # edge.bundle imports this module; the methods import it when
 #: ``(embedding, quality, source_sha256)``: one template offered to :meth:`Gallery.enroll`.
 TemplateIn = tuple[npt.ArrayLike, float | None, str | None]
 
+#: The embedder of every template made before schema v4 (and the default tag of
+#: :meth:`Gallery.enroll`): the sha256 of ``mobilefacenet_int8.tflite``, the only
+#: embedder edge-access had then (``models/manifest.toml``).
+LEGACY_MODEL_ID = "fa77f06af74876b7a1b39403b093ee9c74c62f29a60005e13e445f74c06c445d"
+
 BUSY_TIMEOUT_MS = 5000
 _SEALED_BYTES = EMBEDDING_BYTES + crypto.OVERHEAD
 #: The key file a Gallery opened without ``key``/``key_file`` uses: beside the database
@@ -108,19 +113,25 @@ class Person:
 
 @dataclass(frozen=True)
 class EnrollResult:
-    """What an enrollment did: templates added, and ones skipped as already enrolled."""
+    """What an enrollment did: templates added, and ones skipped as already enrolled.
+
+    ``replaced`` counts the added templates that took the place of another
+    model's template of the same photo (a re-enrollment).
+    """
 
     added: int
     skipped_duplicates: int
+    replaced: int = 0
 
 
 @dataclass(frozen=True)
 class KeyRotation:
-    """What a key rotation did: old and new key fingerprints, templates re-sealed."""
+    """What a key rotation did: old and new key fingerprints, templates and crops re-sealed."""
 
     old: str
     new: str
     templates: int
+    crops: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,11 +237,34 @@ def _v3_seal_templates(g: Gallery) -> None:
     g._audit("migrate", None, schema=3, templates_sealed=len(rows), key=fingerprint(key))
 
 
+_V4 = """
+ALTER TABLE templates ADD COLUMN model_id TEXT;
+CREATE INDEX templates_model ON templates(model_id);
+CREATE TABLE crops (
+    template_id INTEGER PRIMARY KEY REFERENCES templates(id) ON DELETE CASCADE,
+    crop BLOB NOT NULL
+);
+"""
+# Crops live in their own table, not in a templates column: a 50 KB crop would
+# spread every template row over its own pages and slow the matcher's load.
+
+
+def _v4_templates_know_their_model(g: Gallery) -> None:
+    """Each template names the embedder that made it (``model_id``: the model file's
+    sha256); every existing one was made by :data:`LEGACY_MODEL_ID`. A ``crops`` table
+    keeps the sealed face crop of each enrollment (:mod:`edge.crops`) for ``edge reembed``."""
+    g.db.executescript(_V4)
+    tagged = g.db.execute("UPDATE templates SET model_id = ?", [LEGACY_MODEL_ID]).rowcount
+    if tagged:
+        g._audit("migrate", None, schema=4, templates_tagged=tagged, model_id=LEGACY_MODEL_ID)
+
+
 #: Schema migrations in order; after ``MIGRATIONS[i]`` the schema is version ``i + 1``.
 MIGRATIONS: list[Callable[[Gallery], None]] = [
     _v1_initial,
     _v2_validity_and_audit,
     _v3_seal_templates,
+    _v4_templates_know_their_model,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -241,6 +275,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def _aad(person_id: int, template_id: int) -> bytes:
     """What a template's sealed blob is bound to: its person and its own row."""
     return b"edge-access template\x00" + struct.pack(">qq", person_id, template_id)
+
+
+def _crop_aad(person_id: int, template_id: int) -> bytes:
+    """What a face crop's sealed blob is bound to: its person and its template."""
+    return b"edge-access crop\x00" + struct.pack(">qq", person_id, template_id)
 
 
 # --------------------------------------------------------------------------- gallery
@@ -496,6 +535,28 @@ class Gallery:
                 raise GalleryError(f"{where}: {e}") from None
         return out
 
+    def _unseal_crops(self, rows: Sequence[tuple[int, int, bytes]]) -> list[bytes]:
+        """The plain face crops of ``(template id, person id, blob)`` rows (as :meth:`_unseal`)."""
+        if not rows:
+            return []
+        ring = self._keys()
+        out = []
+        for tid, person_id, blob in rows:
+            kid = sealed_key_id(blob)
+            key = None if kid is None else ring.key_for(kid)
+            if kid is not None and key is None and ring.key_file is not None:
+                ring = self._keys(reload=True)
+                key = ring.key_for(kid)
+            if kid is None:
+                raise GalleryError(f"{self.path}: crop of template {tid} is not sealed")
+            if key is None:
+                raise self._wrong_key(kid, ring)
+            try:
+                out.append(open_(key, blob, _crop_aad(person_id, tid)))
+            except GalleryError as e:
+                raise GalleryError(f"{self.path}: crop of template {tid}: {e}") from None
+        return out
+
     def _insert_template(
         self,
         key: bytes,
@@ -504,13 +565,17 @@ class Gallery:
         quality: float | None,
         sha: str | None,
         created: str,
-    ) -> None:
-        """Seal and insert one template (inside the caller's write transaction).
+        *,
+        model_id: str = LEGACY_MODEL_ID,
+        crop: bytes | None = None,
+    ) -> int:
+        """Seal and insert one template, and its crop if given (inside the caller's write
+        transaction); its id.
 
         The row id is chosen here (the write lock makes ``max + 1`` safe) so
         the blob can be bound to it before it is written.
         """
-        tid = self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM templates").fetchone()[0]
+        tid = int(self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM templates").fetchone()[0])
         self._insert(
             "templates",
             {
@@ -520,7 +585,34 @@ class Gallery:
                 "quality": quality,
                 "source_sha256": sha,
                 "created": created,
+                "model_id": model_id,
             },
+        )
+        if crop is not None:
+            self._put_crop(key, person_id, tid, crop)
+        return tid
+
+    def _put_crop(self, key: bytes, person_id: int, template_id: int, crop: bytes) -> None:
+        """Seal and store (or replace) a template's face crop, inside the caller's write."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO crops (template_id, crop) VALUES (?, ?)",
+            [template_id, seal(key, crop, _crop_aad(person_id, template_id))],
+        )
+
+    def _replace_template(
+        self,
+        key: bytes,
+        person_id: int,
+        template_id: int,
+        plain: bytes,
+        model_id: str,
+        quality: float | None = None,
+    ) -> None:
+        """Put a new embedding (of ``model_id``) into an existing template row, sealed."""
+        self.db.execute(
+            "UPDATE templates SET embedding = ?, model_id = ?, quality = coalesce(?, quality)"
+            " WHERE id = ?",
+            [seal(key, plain, _aad(person_id, template_id)), model_id, quality, template_id],
         )
 
     def rotate_key(self, new_key: bytes | None = None) -> KeyRotation:
@@ -547,6 +639,11 @@ class Gallery:
             new = new_key if new_key is not None else crypto.new_key()
             rows = self.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
             plains = self._unseal(rows)
+            crop_rows = self.db.execute(
+                "SELECT c.template_id, t.person_id, c.crop"
+                " FROM crops c JOIN templates t ON t.id = c.template_id"
+            ).fetchall()
+            crops = self._unseal_crops(crop_rows)
             if ring.key_file is not None:
                 crypto.stage_key(ring.key_file, new)
             try:
@@ -555,12 +652,15 @@ class Gallery:
                         "UPDATE templates SET embedding = ? WHERE id = ?",
                         [seal(new, plain, _aad(person_id, tid)), tid],
                     )
+                for (tid, person_id, _), crop in zip(crop_rows, crops, strict=True):
+                    self._put_crop(new, person_id, tid, crop)
                 self._audit(
                     "key_rotation",
                     None,
                     old=fingerprint(ring.current),
                     new=fingerprint(new),
                     templates=len(rows),
+                    crops=len(crop_rows),
                 )
             except BaseException:
                 if ring.key_file is not None:
@@ -570,7 +670,7 @@ class Gallery:
             crypto.commit_staged_key(ring.key_file, new)
         self._ring = Keyring(new, ring.source, ring.key_file)
         self._checkpoint()  # old blobs out of the WAL
-        return KeyRotation(fingerprint(ring.current), fingerprint(new), len(rows))
+        return KeyRotation(fingerprint(ring.current), fingerprint(new), len(rows), len(crop_rows))
 
     # ------------------------------------------------------------- people
 
@@ -592,22 +692,35 @@ class Gallery:
         return self.person(name)
 
     def enroll(
-        self, name: str, templates: Sequence[TemplateIn], display_name: str | None = None
+        self,
+        name: str,
+        templates: Sequence[TemplateIn],
+        display_name: str | None = None,
+        *,
+        model_id: str = LEGACY_MODEL_ID,
+        crops: Sequence[bytes | None] | None = None,
     ) -> EnrollResult:
         """Add templates to ``name``, creating the person if new; all or nothing.
 
-        A template whose ``source_sha256`` this person already has (or that
-        repeats one earlier in ``templates``) is skipped, so enrolling the same
-        photos twice changes nothing. ``display_name``, if given, is set.
-        Templates are checked as they are written; a bad one anywhere rolls the
-        whole enrollment back, the new person included.
+        ``model_id`` names the embedder that made the templates (its file's
+        sha256); ``crops``, if given, holds each template's face crop
+        (:meth:`edge.crops.FaceCrop.to_bytes`, or None), sealed and kept for
+        ``edge reembed``. A template whose ``source_sha256`` this person
+        already has from the same model (or that repeats one earlier in
+        ``templates``) is skipped, so enrolling the same photos twice changes
+        nothing; one from another model is replaced (a re-enrollment).
+        ``display_name``, if given, is set. Templates are checked as they are
+        written; a bad one anywhere rolls the whole enrollment back, the new
+        person included.
         """
+        if crops is not None and len(crops) != len(templates):
+            raise GalleryError(f"{name!r}: {len(crops)} crops for {len(templates)} templates")
         check_name(name)
         if display_name is not None:
             check_name(display_name, "display name")
         if not templates:
             raise GalleryError(f"{name!r}: nothing to enroll (no templates)")
-        added = skipped = 0
+        added = skipped = replaced = 0
         with contextlib.suppress(_Unchanged), self._write("enroll"):
             key = self._sealing_key()
             row = self.db.execute("SELECT id FROM people WHERE name = ?", [name]).fetchone()
@@ -622,23 +735,32 @@ class Gallery:
                     blob, quality, sha = check_template(t)
                 except GalleryError as e:
                     raise GalleryError(f"{name!r}: template {i + 1}: {e}") from None
-                if (
-                    sha is not None
-                    and self.db.execute(
-                        "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?",
-                        [person_id, sha],
-                    ).fetchone()
-                ):
+                crop = None if crops is None else crops[i]
+                same = None if sha is None else self.db.execute(
+                    "SELECT id, model_id FROM templates WHERE person_id = ? AND source_sha256 = ?",
+                    [person_id, sha],
+                ).fetchone()
+                if same is not None and same[1] == model_id:
                     skipped += 1
                     continue
-                self._insert_template(key, person_id, blob, quality, sha, now_iso())
+                if same is not None:  # this photo, embedded by another model: re-enrolled
+                    self._replace_template(key, person_id, same[0], blob, model_id, quality)
+                    self.db.execute("DELETE FROM crops WHERE template_id = ?", [same[0]])
+                    if crop is not None:
+                        self._put_crop(key, person_id, same[0], crop)
+                    replaced += 1
+                else:
+                    self._insert_template(
+                        key, person_id, blob, quality, sha, now_iso(), model_id=model_id, crop=crop
+                    )
                 added += 1
             if added == 0 and row is not None and display_name is None:
                 # Nothing new: undo the transaction so the file is untouched.
                 raise _Unchanged
             names = {} if display_name is None else {"display_name": display_name}
-            self._audit("enroll", name, added=added, skipped=skipped, **names)
-        return EnrollResult(added, skipped)
+            extra = names | ({"replaced": replaced} if replaced else {})
+            self._audit("enroll", name, added=added, skipped=skipped, model_id=model_id, **extra)
+        return EnrollResult(added, skipped, replaced)
 
     def remove(self, name: str) -> int:
         """Remove a person and (by cascade) their templates; returns how many templates went.
@@ -767,11 +889,14 @@ class Gallery:
 
     # ------------------------------------------------------------- matching
 
-    def templates(self) -> Templates:
-        """Every template as one (T, 128) float32 array, ordered by person then id."""
+    def templates(self, model_id: str | None = None) -> Templates:
+        """Every template (of ``model_id`` only, if given) as one (T, 128) float32 array,
+        ordered by person then id."""
+        where, args = ("WHERE model_id = ?", [model_id]) if model_id is not None else ("", [])
         with self._read("read templates"):
             rows = self.db.execute(
-                "SELECT id, person_id, embedding FROM templates ORDER BY person_id, id"
+                f"SELECT id, person_id, embedding FROM templates {where} ORDER BY person_id, id",
+                args,
             ).fetchall()
             blob = b"".join(self._unseal(rows))
         if len(blob) != len(rows) * EMBEDDING_BYTES:
@@ -795,8 +920,13 @@ class Gallery:
         """
         return self.generation() != since
 
-    def matcher(self, config: MatchConfig | None = None) -> Matcher:
-        """A :class:`Matcher` over every template, from one consistent snapshot.
+    def matcher(self, config: MatchConfig | None = None, model_id: str | None = None) -> Matcher:
+        """A :class:`Matcher` over every template of ``model_id``, from one consistent snapshot.
+
+        Embeddings of two models are not comparable, so the daemon and the CLI
+        pass the running embedder's ``model_id``: a template of another model
+        then never matches (``edge reembed`` brings it back). None takes every
+        template, whatever its model (for tests of the matching alone).
 
         Disabled and out-of-window people are included; each accepted
         :class:`~edge.match.Match` carries their status and ``Match.refusal(now)``
@@ -809,7 +939,7 @@ class Gallery:
                 PersonInfo(p.id, p.name, p.display_name, p.active, p.valid_from, p.valid_until)
                 for p in self.people()
             ]
-            t = self.templates()
+            t = self.templates(model_id)
         return Matcher(
             t.embeddings, t.person_ids, people, config.threshold, config.margin, generation
         )

@@ -26,6 +26,7 @@ from edge.gallery import (
     SCHEMA_VERSION,
     Event,
     Gallery,
+    LEGACY_MODEL_ID as M,
     KeyRotation,
     open_gallery,
 )
@@ -98,8 +99,8 @@ def test_enroll_list_and_look_up(gallery: Gallery, rng: np.random.Generator) -> 
     assert np.allclose(np.linalg.norm(t.embeddings, axis=1), 1.0, atol=1e-6)
     events = gallery.events(kind="enroll")
     assert [(e.name, e.actor, e.detail) for e in events] == [
-        ("alice", "tester", {"added": 2, "skipped": 0, "display_name": "Alice A."}),
-        ("bob", "tester", {"added": 1, "skipped": 0}),
+        ("alice", "tester", {"added": 2, "skipped": 0, "display_name": "Alice A.", "model_id": M}),
+        ("bob", "tester", {"added": 1, "skipped": 0, "model_id": M}),
     ]
 
 
