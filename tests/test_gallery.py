@@ -495,11 +495,16 @@ def test_a_version_1_gallery_is_migrated_and_keeps_its_data(
         assert (old.valid_from, old.valid_until, old.notes) == (None, None, None)
         assert np.array_equal(g.templates().embeddings[0], e)
         events = [(x.kind, x.name, x.decision, x.actor) for x in g.events()]
-        assert events == [("access", "old", "granted", None), ("migrate", None, None, "root")]
+        assert events == [
+            ("access", "old", "granted", None),
+            ("migrate", None, None, "root"),
+            ("migrate", None, None, "root"),
+        ]
         key = crypto.read_key(db_path.parent / "gallery.key")
-        assert g.events(kind="migrate")[0].detail == {
-            "schema": 3, "templates_sealed": 1, "key": crypto.fingerprint(key)
-        }
+        assert [x.detail for x in g.events(kind="migrate")] == [
+            {"schema": 3, "templates_sealed": 1, "key": crypto.fingerprint(key)},
+            {"schema": 4, "templates_tagged": 1, "model_id": M},
+        ]
         assert g.generation() == 0
         g.set_validity("old", "2024-06-01T00:00Z", None)  # the new columns work
         g.log_event("door", detail={"state": "open"}, mono=12.5)
@@ -737,7 +742,7 @@ def test_rotate_key_reseals_everything_in_one_go(db_path: Path, rng: np.random.G
         assert (event.actor, event.detail) == (
             "admin",
             {"old": crypto.fingerprint(old_key), "new": crypto.fingerprint(new_key),
-             "templates": 4},
+             "templates": 4, "crops": 0},
         )
     blobs = raw(db_path, "SELECT embedding FROM templates")
     assert all(b[0][1:5] == crypto.key_id(new_key) for b in blobs)
