@@ -23,14 +23,16 @@ from edge import crypto
 from edge.bundle import is_sealed_bundle
 from edge.errors import GalleryError
 from edge.gallery import (
+    LEGACY_MODEL_ID,
     SCHEMA_VERSION,
     Event,
     Gallery,
-    LEGACY_MODEL_ID as M,
     KeyRotation,
     open_gallery,
 )
 from edge.match import DIM, NO_ONE
+
+M = LEGACY_MODEL_ID
 
 
 def unit(rng: np.random.Generator) -> np.ndarray:
