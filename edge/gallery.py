@@ -33,7 +33,8 @@ its table helpers (insert, rows_where, query); the DDL is written out in SQL
 so the schema can be read in one place.
 
 Rows are checked before they reach SQL by :mod:`edge.records`; export and
-import of sealed bundles live in :mod:`edge.bundle`.
+import of sealed bundles live in :mod:`edge.bundle`; sealing, the key and template
+rows in :mod:`edge.sealing` (a mixin of :class:`Gallery`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import struct
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -56,9 +56,8 @@ import numpy as np
 import numpy.typing as npt
 from sqlite_utils import Database
 
-from . import crypto
 from .config import Config, MatchConfig
-from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
+from .crypto import Keyring, fingerprint, seal
 from .errors import GalleryError
 from .files import fsync_dir
 from .match import DIM, Matcher, PersonInfo
@@ -74,6 +73,14 @@ from .records import (
     now_iso,
     person_row,
 )
+from .sealing import (
+    LEGACY_MODEL_ID,
+    SealedTemplates,
+    _aad,
+)
+from .sealing import (
+    KeyRotation as KeyRotation,  # re-exported: part of the gallery's API
+)
 
 if TYPE_CHECKING:  # edge.bundle imports this module; the methods import it when called
     from .bundle import ImportResult
@@ -81,13 +88,8 @@ if TYPE_CHECKING:  # edge.bundle imports this module; the methods import it when
 #: ``(embedding, quality, source_sha256)``: one template offered to :meth:`Gallery.enroll`.
 TemplateIn = tuple[npt.ArrayLike, float | None, str | None]
 
-#: The embedder of every template made before schema v4 (and the default tag of
-#: :meth:`Gallery.enroll`): the sha256 of ``mobilefacenet_int8.tflite``, the only
-#: embedder edge-access had then (``models/manifest.toml``).
-LEGACY_MODEL_ID = "fa77f06af74876b7a1b39403b093ee9c74c62f29a60005e13e445f74c06c445d"
 
 BUSY_TIMEOUT_MS = 5000
-_SEALED_BYTES = EMBEDDING_BYTES + crypto.OVERHEAD
 #: The key file a Gallery opened without ``key``/``key_file`` uses: beside the database
 #: (where the default config's ``security.key_file`` puts it too).
 DEFAULT_KEY_NAME = "gallery.key"
@@ -122,16 +124,6 @@ class EnrollResult:
     added: int
     skipped_duplicates: int
     replaced: int = 0
-
-
-@dataclass(frozen=True)
-class KeyRotation:
-    """What a key rotation did: old and new key fingerprints, templates and crops re-sealed."""
-
-    old: str
-    new: str
-    templates: int
-    crops: int = 0
 
 
 @dataclass(frozen=True)
@@ -269,19 +261,6 @@ MIGRATIONS: list[Callable[[Gallery], None]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-# --------------------------------------------------------------------------- sealing
-
-
-def _aad(person_id: int, template_id: int) -> bytes:
-    """What a template's sealed blob is bound to: its person and its own row."""
-    return b"edge-access template\x00" + struct.pack(">qq", person_id, template_id)
-
-
-def _crop_aad(person_id: int, template_id: int) -> bytes:
-    """What a face crop's sealed blob is bound to: its person and its template."""
-    return b"edge-access crop\x00" + struct.pack(">qq", person_id, template_id)
-
-
 # --------------------------------------------------------------------------- gallery
 
 
@@ -296,7 +275,7 @@ class _Keep:
 KEEP = _Keep()
 
 
-class Gallery:
+class Gallery(SealedTemplates):
     """One open gallery file. A context manager; :meth:`close` is safe to call twice.
 
     ``actor`` is recorded on the audit event of every change made through this
@@ -456,221 +435,6 @@ class Gallery:
         if row is None:
             raise GalleryError(f"{name!r}: no such person in the gallery")
         return int(row[0])
-
-    # ------------------------------------------------------------- sealing
-
-    def _keys(self, *, create: bool = False, reload: bool = False) -> Keyring:
-        """The keyring, loaded on first need; ``reload`` re-reads a key file.
-
-        A missing key file is created only for a gallery with nothing sealed
-        yet: a new key could open nothing already there. A key staged by a
-        rotation that committed but crashed before renaming it into place
-        (the templates are sealed under it) is installed here.
-        """
-        if self._ring is None or (reload and self._ring.key_file is not None):
-            create = create and self._key_in_use() is None
-            self._ring = crypto.load_keyring(self._key_file, create=create)
-        ring = self._ring
-        if (
-            ring.staged is not None
-            and ring.key_file is not None
-            and self._key_in_use() == key_id(ring.staged)
-        ):
-            crypto.commit_staged_key(ring.key_file, ring.staged)
-            self._ring = ring = Keyring(ring.staged, ring.source, ring.key_file)
-        return ring
-
-    def _key_in_use(self) -> bytes | None:
-        """The id of the key the templates are sealed under; None when there are none."""
-        row = self.db.execute(
-            "SELECT substr(embedding, 2, ?) FROM templates WHERE length(embedding) = ? LIMIT 1",
-            [crypto.KEY_ID_BYTES, _SEALED_BYTES],
-        ).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def _wrong_key(self, kid: bytes, ring: Keyring) -> GalleryError:
-        return GalleryError(
-            f"{self.path}: templates are sealed under key {kid.hex()}, but {ring.source}"
-            f" holds key {fingerprint(ring.current)} (wrong key, or a gallery from elsewhere)"
-        )
-
-    def _sealing_key(self) -> bytes:
-        """The key to seal new templates under: the one the gallery already uses."""
-        ring = self._keys(create=True)
-        in_use = self._key_in_use()
-        if in_use is None:
-            return ring.current
-        key = ring.key_for(in_use)
-        if key is None:  # another process may have rotated the key since we read it
-            ring = self._keys(reload=True)
-            key = ring.key_for(in_use)
-        if key is None:
-            raise self._wrong_key(in_use, ring)
-        return key
-
-    def _unseal(self, rows: Sequence[tuple[int, int, bytes]]) -> list[bytes]:
-        """The plain embeddings of ``(template id, person id, blob)`` rows.
-
-        GalleryError for the first that does not open: no key, the wrong key,
-        or a blob altered or moved from another row. Never a partial answer.
-        """
-        if not rows:
-            return []
-        ring = self._keys()
-        out = []
-        for tid, person_id, blob in rows:
-            kid = sealed_key_id(blob)
-            if kid is None or len(blob) != _SEALED_BYTES:
-                raise GalleryError(f"{self.path}: template {tid} is not a sealed embedding")
-            key = ring.key_for(kid)
-            if key is None and ring.key_file is not None:
-                ring = self._keys(reload=True)
-                key = ring.key_for(kid)
-            if key is None:
-                raise self._wrong_key(kid, ring)
-            try:
-                out.append(open_(key, blob, _aad(person_id, tid)))
-            except GalleryError as e:
-                where = f"{self.path}: template {tid} (person {person_id})"
-                raise GalleryError(f"{where}: {e}") from None
-        return out
-
-    def _unseal_crops(self, rows: Sequence[tuple[int, int, bytes]]) -> list[bytes]:
-        """The plain face crops of ``(template id, person id, blob)`` rows (as :meth:`_unseal`)."""
-        if not rows:
-            return []
-        ring = self._keys()
-        out = []
-        for tid, person_id, blob in rows:
-            kid = sealed_key_id(blob)
-            key = None if kid is None else ring.key_for(kid)
-            if kid is not None and key is None and ring.key_file is not None:
-                ring = self._keys(reload=True)
-                key = ring.key_for(kid)
-            if kid is None:
-                raise GalleryError(f"{self.path}: crop of template {tid} is not sealed")
-            if key is None:
-                raise self._wrong_key(kid, ring)
-            try:
-                out.append(open_(key, blob, _crop_aad(person_id, tid)))
-            except GalleryError as e:
-                raise GalleryError(f"{self.path}: crop of template {tid}: {e}") from None
-        return out
-
-    def _insert_template(
-        self,
-        key: bytes,
-        person_id: int,
-        plain: bytes,
-        quality: float | None,
-        sha: str | None,
-        created: str,
-        *,
-        model_id: str = LEGACY_MODEL_ID,
-        crop: bytes | None = None,
-    ) -> int:
-        """Seal and insert one template, and its crop if given (inside the caller's write
-        transaction); its id.
-
-        The row id is chosen here (the write lock makes ``max + 1`` safe) so
-        the blob can be bound to it before it is written.
-        """
-        tid = int(self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM templates").fetchone()[0])
-        self._insert(
-            "templates",
-            {
-                "id": tid,
-                "person_id": person_id,
-                "embedding": seal(key, plain, _aad(person_id, tid)),
-                "quality": quality,
-                "source_sha256": sha,
-                "created": created,
-                "model_id": model_id,
-            },
-        )
-        if crop is not None:
-            self._put_crop(key, person_id, tid, crop)
-        return tid
-
-    def _put_crop(self, key: bytes, person_id: int, template_id: int, crop: bytes) -> None:
-        """Seal and store (or replace) a template's face crop, inside the caller's write."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO crops (template_id, crop) VALUES (?, ?)",
-            [template_id, seal(key, crop, _crop_aad(person_id, template_id))],
-        )
-
-    def _replace_template(
-        self,
-        key: bytes,
-        person_id: int,
-        template_id: int,
-        plain: bytes,
-        model_id: str,
-        quality: float | None = None,
-    ) -> None:
-        """Put a new embedding (of ``model_id``) into an existing template row, sealed."""
-        self.db.execute(
-            "UPDATE templates SET embedding = ?, model_id = ?, quality = coalesce(?, quality)"
-            " WHERE id = ?",
-            [seal(key, plain, _aad(person_id, template_id)), model_id, quality, template_id],
-        )
-
-    def rotate_key(self, new_key: bytes | None = None) -> KeyRotation:
-        """Re-seal every template under a new key, in one transaction; what it did.
-
-        With a key file, the new key (random unless given) is staged beside
-        it inside the transaction and renamed into place after the commit;
-        at every instant each template's key is on disk (:mod:`edge.crypto`).
-        With a key handed in, or a systemd credential (read-only here),
-        ``new_key`` is required and installing it is the caller's job.
-        Backups made before keep the old key: take a fresh one.
-        """
-        if new_key is not None and (
-            not isinstance(new_key, bytes) or len(new_key) != crypto.KEY_BYTES
-        ):
-            raise GalleryError(f"a gallery key is {crypto.KEY_BYTES} bytes")
-        with self._write("rotate key"):
-            ring = self._keys(create=True, reload=True)
-            if ring.key_file is None and new_key is None:
-                raise GalleryError(
-                    f"{ring.source}: not a key file this command can replace; give the new"
-                    " key and install it where this one comes from"
-                )
-            new = new_key if new_key is not None else crypto.new_key()
-            rows = self.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
-            plains = self._unseal(rows)
-            crop_rows = self.db.execute(
-                "SELECT c.template_id, t.person_id, c.crop"
-                " FROM crops c JOIN templates t ON t.id = c.template_id"
-            ).fetchall()
-            crops = self._unseal_crops(crop_rows)
-            if ring.key_file is not None:
-                crypto.stage_key(ring.key_file, new)
-            try:
-                for (tid, person_id, _), plain in zip(rows, plains, strict=True):
-                    self.db.execute(
-                        "UPDATE templates SET embedding = ? WHERE id = ?",
-                        [seal(new, plain, _aad(person_id, tid)), tid],
-                    )
-                for (tid, person_id, _), crop in zip(crop_rows, crops, strict=True):
-                    self._put_crop(new, person_id, tid, crop)
-                self._audit(
-                    "key_rotation",
-                    None,
-                    old=fingerprint(ring.current),
-                    new=fingerprint(new),
-                    templates=len(rows),
-                    crops=len(crop_rows),
-                )
-            except BaseException:
-                if ring.key_file is not None:
-                    crypto.discard_staged_key(ring.key_file)
-                raise
-        if ring.key_file is not None:
-            crypto.commit_staged_key(ring.key_file, new)
-        self._ring = Keyring(new, ring.source, ring.key_file)
-        self._checkpoint()  # old blobs out of the WAL
-        return KeyRotation(fingerprint(ring.current), fingerprint(new), len(rows), len(crop_rows))
 
     # ------------------------------------------------------------- people
 
