@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import stat
 from collections.abc import Sequence
 from contextlib import suppress
@@ -26,11 +27,12 @@ import numpy as np
 from . import crypto, identity
 from .errors import GalleryError
 from .files import write_temp
-from .gallery import Gallery
+from .gallery import LEGACY_MODEL_ID, Gallery
 from .records import EMBEDDING_BYTES, check_name, check_quality_and_sha, now_iso, person_row
 
 BUNDLE_FORMAT = "edge-gallery"
 BUNDLE_VERSION = 1
+_MODEL_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -67,18 +69,19 @@ def export_bundle(
     with gallery._read("export"):
         people = gallery.people()
         rows = gallery.db.execute(
-            "SELECT id, person_id, embedding, quality, source_sha256, created"
+            "SELECT id, person_id, embedding, quality, source_sha256, created, model_id"
             " FROM templates ORDER BY person_id, id"
         ).fetchall()
         plains = gallery._unseal([r[:3] for r in rows])
     by_person: dict[int, list[dict[str, Any]]] = {}
-    for (_, person_id, _, quality, sha, created), plain in zip(rows, plains, strict=True):
+    for (_, person_id, _, quality, sha, created, model), plain in zip(rows, plains, strict=True):
         by_person.setdefault(person_id, []).append(
             {
                 "embedding": base64.b64encode(plain).decode("ascii"),
                 "quality": quality,
                 "source_sha256": sha,
                 "created": created,
+                "model_id": model,
             }
         )
     bundle = {
@@ -139,6 +142,11 @@ def import_bundle(
     A template is already present when the person has one with the same
     source_sha256 or, lacking a sha, the same embedding. Nothing is ever
     deleted by an import.
+
+    Each template keeps the ``model_id`` of the embedder that made it (a
+    bundle without one is from before model ids: MobileFaceNet), so
+    templates of another model are imported but never match here until
+    re-enrolled. Bundles carry no face crops.
     """
     path = Path(path)
     people, sealed = _read_bundle(path, passphrase, allow_unencrypted)
@@ -191,8 +199,10 @@ def import_bundle(
                 if e.fresh:  # a collision the admin said to merge
                     warnings += _mismatch(gallery, path, e.incoming, e.found, e.fresh, threshold)
                     merged.append(e.found[1])
-            for plain, quality, sha, created in e.fresh:
-                gallery._insert_template(key, person_id, plain, quality, sha, created)
+            for plain, quality, sha, created, model_id in e.fresh:
+                gallery._insert_template(
+                    key, person_id, plain, quality, sha, created, model_id=model_id
+                )
                 added += 1
         gallery._audit(
             "import",
@@ -272,7 +282,7 @@ def _present(
     gallery: Gallery, found: tuple[int, str] | None, have: set[bytes], t: _BundleTemplate
 ) -> bool:
     """Whether local person ``found`` already has bundle template ``t`` (by sha, else bytes)."""
-    plain, _, sha, _ = t
+    plain, sha = t[0], t[2]
     if found is None:
         return False
     if sha is None:
@@ -371,7 +381,8 @@ def _write_private(path: Path, data: bytes) -> None:
         raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
 
 
-_BundleTemplate = tuple[bytes, float | None, str | None, str]
+#: ``(embedding, quality, source_sha256, created, model_id)``
+_BundleTemplate = tuple[bytes, float | None, str | None, str, str]
 
 
 def is_sealed_bundle(path: str | os.PathLike[str]) -> bool:
@@ -473,8 +484,12 @@ def _check_bundle(path: Path, data: Any) -> list[tuple[dict[str, Any], list[_Bun
                 t_created = t.get("created")
                 if t_created is not None and not isinstance(t_created, str):
                     raise GalleryError("created must be text")
+                # Bundles from before model ids hold MobileFaceNet templates only.
+                model_id = t.get("model_id", LEGACY_MODEL_ID)
+                if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+                    raise GalleryError("model_id must be a sha256 in hex")
             except GalleryError as e:
                 raise bad(f"{where}.templates[{j}]", str(e)) from None
-            templates.append((raw, quality, sha, t_created or now_iso()))
+            templates.append((raw, quality, sha, t_created or now_iso(), model_id))
         out.append((row, templates))
     return out

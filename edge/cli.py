@@ -210,11 +210,14 @@ def enroll(
 @main.command("list")
 @common
 def list_(ctx: Ctx) -> None:
-    """List enrolled people."""
+    """List enrolled people ("needs re-enrollment": no template of the running model)."""
+    from .reembed import configured_model_id, coverage
+
     with ctx.gallery() as g:
         people = g.people()
+        stale = set(coverage(g, configured_model_id(ctx.cfg)).needs_reenrollment)
     if ctx.json:
-        ctx.emit([p.__dict__ for p in people])
+        ctx.emit([p.__dict__ | {"needs_reenrollment": p.name in stale} for p in people])
         return
     if not people:
         click.echo("nobody enrolled")
@@ -225,8 +228,10 @@ def list_(ctx: Ctx) -> None:
             if p.valid_from or p.valid_until
             else ""
         )
+        redo = "\tneeds re-enrollment" if p.name in stale else ""
         click.echo(
-            f"{p.name}\t{p.display_name or p.name}\t{state}\t{p.templates} template(s){window}"
+            f"{p.name}\t{p.display_name or p.name}\t{state}\t{p.templates} template(s)"
+            f"{window}{redo}"
         )
 
 
@@ -378,7 +383,7 @@ def identify(ctx: Ctx, image: str) -> None:
     img = read_image(image, e.max_image_pixels, e.max_image_bytes)
     engine = ctx.engine()
     with ctx.gallery() as g:
-        matcher = g.matcher(ctx.cfg.match)
+        matcher = g.matcher(ctx.cfg.match, engine.embedder.model_id)
     faces = []
     for f in engine.faces(img.bgr, still=True):
         m = matcher.match(f.embedding) if f.embedding is not None else None
@@ -595,6 +600,24 @@ def restore(ctx: Ctx, backup_file: str, discard_events: bool) -> None:
          "forgotten_again": list(done.forgotten)},
         f"{ctx.db()}: restored from {backup_file}; {done.describe()}"
         + (f"; old file kept as {done.kept}" if done.kept else ""),
+    )
+
+
+@main.command()
+@common
+def reembed(ctx: Ctx) -> None:
+    """Recompute every template from its kept face crop for the configured model (one change)."""
+    from .reembed import reembed as reembed_gallery
+
+    engine = ctx.engine()
+    with ctx.gallery() as g:
+        r = reembed_gallery(g, engine.embedder)
+    redo = ", ".join(r.needs_reenrollment)
+    ctx.emit(
+        r.__dict__ | {"needs_reenrollment": list(r.needs_reenrollment)},
+        f"{r.recomputed} template(s) recomputed for {engine.embedder.name}"
+        + (f"; {r.without_crop} without a kept crop" if r.without_crop else "")
+        + (f"; needs re-enrollment: {redo}" if redo else ""),
     )
 
 

@@ -105,6 +105,9 @@ class EnrollConfig(_Section):
 
 class GalleryConfig(_Section):
     db: Path = Path("data/gallery.db")
+    #: Keep each enrollment's face crop (sealed like the templates) so ``edge reembed``
+    #: can recompute templates for a new embedder; off: a new model means re-enrolling.
+    keep_crops: bool = True
 
 
 class CameraConfig(_Section):

@@ -214,7 +214,7 @@ class Daemon:
     def _start_gallery(self) -> None:
         self.gallery = open_gallery(self.cfg, self.db_path)
         self.backups = Backups(self.db_path, self.cfg)
-        self.matcher = self.gallery.matcher(self.cfg.match)
+        self.matcher = self.gallery.matcher(self.cfg.match, self.engine.embedder.model_id)
 
     def _start_snapshots(self) -> None:
         """Snapshots of refused faces, if decision.snapshot_dir is set; old ones purged now."""
@@ -472,7 +472,7 @@ class Daemon:
         assert self.gallery is not None
         try:
             if self.gallery.changed(self.matcher.generation):
-                self.matcher = self.gallery.matcher(self.cfg.match)
+                self.matcher = self.gallery.matcher(self.cfg.match, self.engine.embedder.model_id)
                 log.info("gallery changed: %d people", self.matcher.person_count)
             if self._gallery_failing:
                 self._gallery_failing = False
@@ -525,7 +525,7 @@ class Daemon:
         self._start_snapshots()
         assert self.gallery is not None
         try:
-            self.matcher = self.gallery.matcher(cfg.match)
+            self.matcher = self.gallery.matcher(cfg.match, self.engine.embedder.model_id)
         except EdgeError as e:
             log.warning("gallery not reloaded (%s); keeping the people already loaded", e)
         if self.voice is not None and hasattr(self.voice, "config"):

@@ -145,6 +145,31 @@ def check_database(cfg: Config, db: Path) -> Check:
     )
 
 
+def check_templates(cfg: Config, db: Path) -> Check:
+    """Whether every enrolled person has a template of the running embedder."""
+    from .errors import EdgeError
+    from .gallery import open_gallery
+    from .reembed import configured_model_id, coverage
+
+    if not db.exists():
+        return Check("templates", True, "no gallery yet")
+    try:
+        model_id = configured_model_id(cfg)
+        with open_gallery(cfg, db) as g:
+            c = coverage(g, model_id)
+    except EdgeError as e:
+        return Check("templates", False, str(e))
+    detail = f"{c.current} of model {model_id[:12]}…"
+    if c.stale:
+        detail += f", {c.stale} of another model ({c.reembeddable} with a kept crop)"
+    problems = []
+    if c.reembeddable:
+        problems.append("fix: edge reembed")
+    if c.needs_reenrollment:
+        problems.append("needs re-enrollment: " + ", ".join(c.needs_reenrollment))
+    return Check("templates", not problems, "; ".join([detail, *problems]))
+
+
 def check_backups(cfg: Config, db: Path) -> Check:
     import time
 
@@ -177,5 +202,6 @@ def run_checks(cfg: Config, db: Path) -> list[Check]:
         check_tts(cfg),
         check_key(cfg, db),
         check_database(cfg, db),
+        check_templates(cfg, db),
         check_backups(cfg, db),
     ]

@@ -19,11 +19,24 @@ class Embedder:
 
     ``flip_average`` also embeds the mirrored crop and averages the two,
     which costs a second inference and steadies the result on turned faces.
+
+    ``model_id`` is the sha256 (hex) of the model file: the gallery tags every
+    template with it, and the matcher compares only embeddings of one model.
+    ``name`` is the model's short human name, for messages.
     """
 
     dim = 128
 
-    def __init__(self, interpreter: Any, flip_average: bool = False) -> None:
+    def __init__(
+        self,
+        interpreter: Any,
+        flip_average: bool = False,
+        *,
+        model_id: str,
+        name: str = "mobilefacenet_int8",
+    ) -> None:
+        self.model_id = model_id
+        self.name = name
         self._it = interpreter
         self._input = interpreter.get_input_details()[0]["index"]
         self._output = interpreter.get_output_details()[0]["index"]

@@ -7,7 +7,7 @@ are converted to RGB once here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 from . import models
 from .align import align, sharpness, yaw
 from .config import Config
+from .crops import FaceCrop, face_crop
 from .detect import Detection, Detector, merge, pad, refine
 from .embed import Embedder
 from .errors import NoFaceError
@@ -34,13 +35,18 @@ STILL_PAD = 0.25
 
 @dataclass(frozen=True)
 class Face:
-    """A detected face with its quality and, when good enough, its embedding."""
+    """A detected face with its quality and, when good enough, its embedding.
+
+    ``crop`` is set on enrollment faces only: the model-neutral face crop the
+    gallery keeps for re-embedding (:mod:`edge.crops`).
+    """
 
     detection: Detection
     eye_distance: float
     sharpness: float
     yaw: float
     embedding: np.ndarray | None
+    crop: FaceCrop | None = None
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -65,7 +71,13 @@ class Engine:
         self.cfg = cfg
         self.models_dir = models_dir or cfg.path(cfg.models.dir)
         self._detectors: dict[str, Detector] = {}
-        self.embedder = Embedder(self.interpreter("embed"), flip_average=cfg.embed.flip_average)
+        embed = models.entry("embed")
+        self.embedder = Embedder(
+            self.interpreter("embed"),
+            flip_average=cfg.embed.flip_average,
+            model_id=embed.sha256,
+            name=Path(embed.file).stem,
+        )
         self.camera_detector = self._detector(cfg.detect.camera_mode)
 
     def interpreter(self, role: str) -> Any:
@@ -207,4 +219,4 @@ class Engine:
                 f"{image.path}: face too blurry (sharpness {face.sharpness:.0f}, "
                 f"need {e.min_sharpness:.0f})"
             )
-        return face
+        return replace(face, crop=face_crop(rgb, largest.keypoints))

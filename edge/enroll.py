@@ -15,20 +15,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import Engine
-from .errors import CameraError, EdgeError, NoFaceError
-from .gallery import EnrollResult, Gallery
+from .crops import FaceCrop
+from .engine import Engine, Face
+from .errors import CameraError, EdgeError, GalleryError, NoFaceError
+from .gallery import LEGACY_MODEL_ID, EnrollResult, Gallery
 from .image import read_image
 
 
 @dataclass(frozen=True)
 class Template:
-    """One face ready to store: embedding, quality, and the sha256 of its source."""
+    """One face ready to store: embedding, quality, and the sha256 of its source.
+
+    ``model_id`` names the embedder that made ``embedding``; ``crop`` is the
+    face crop to keep for re-embedding (None when ``gallery.keep_crops`` is off).
+    """
 
     embedding: np.ndarray
     quality: float
     source_sha256: str
     source: str
+    model_id: str
+    crop: FaceCrop | None = None
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,15 @@ def templates_from_images(
         except EdgeError as err:
             bad.append(Rejected(str(path), str(err)))
             continue
-        assert face.embedding is not None
-        good.append(Template(face.embedding, face.quality, image.sha256, str(path)))
+        good.append(_template(engine, face, image.sha256, str(path)))
     return good, bad
+
+
+def _template(engine: Engine, face: Face, sha: str, source: str) -> Template:
+    """The template of an enrollment face, with its crop if the config keeps crops."""
+    assert face.embedding is not None
+    crop = face.crop if engine.cfg.gallery.keep_crops else None
+    return Template(face.embedding, face.quality, sha, source, engine.embedder.model_id, crop)
 
 
 def templates_from_camera(
@@ -88,8 +101,7 @@ def templates_from_camera(
             except NoFaceError as err:
                 last_reason = str(err)
                 continue
-            assert face.embedding is not None
-            out.append(Template(face.embedding, face.quality, sha, f"frame {frame.index}"))
+            out.append(_template(engine, face, sha, f"frame {frame.index}"))
     if not out:
         raise CameraError(f"{source.name}: no usable face in the camera's frames ({last_reason})")
     return out
@@ -103,14 +115,20 @@ def enroll(
     *,
     refuse_look_alike: float | None = None,
 ) -> EnrollResult:
-    """Store the templates under ``name`` in one transaction.
+    """Store the templates (and their crops) under ``name`` in one transaction.
 
+    All must come from one embedder: the gallery tags them with its ``model_id``.
     With ``refuse_look_alike`` (the match threshold), a face already enrolled
     as someone else is refused naming them (:meth:`Gallery.enroll`).
     """
+    models = {t.model_id for t in templates}
+    if len(models) > 1:
+        raise GalleryError(f"{name!r}: templates of {len(models)} embedders in one enrollment")
     return gallery.enroll(
         name,
         [(t.embedding, t.quality, t.source_sha256) for t in templates],
         display_name=display_name,
         refuse_look_alike=refuse_look_alike,
+        model_id=models.pop() if models else LEGACY_MODEL_ID,
+        crops=[None if t.crop is None else t.crop.to_bytes() for t in templates],
     )

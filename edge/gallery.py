@@ -33,7 +33,8 @@ its table helpers (insert, rows_where, query); the DDL is written out in SQL
 so the schema can be read in one place.
 
 Rows are checked before they reach SQL by :mod:`edge.records`; export and
-import of sealed bundles live in :mod:`edge.bundle`.
+import of sealed bundles live in :mod:`edge.bundle`; sealing, the key and template
+rows in :mod:`edge.sealing` (a mixin of :class:`Gallery`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import struct
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -56,9 +56,9 @@ import numpy as np
 import numpy.typing as npt
 from sqlite_utils import Database
 
-from . import crypto, identity, keys
+from . import identity
 from .config import Config, MatchConfig
-from .crypto import Keyring, fingerprint, key_id, open_, seal, sealed_key_id
+from .crypto import Keyring, fingerprint, seal
 from .errors import GalleryError
 from .files import fsync_dir
 from .match import DIM, Matcher, PersonInfo
@@ -74,6 +74,14 @@ from .records import (
     now_iso,
     person_row,
 )
+from .sealing import (
+    LEGACY_MODEL_ID,
+    SealedTemplates,
+    _aad,
+)
+from .sealing import (
+    KeyRotation as KeyRotation,  # re-exported: part of the gallery's API
+)
 
 if TYPE_CHECKING:  # edge.bundle imports this module; the methods import it when called
     from .bundle import ImportResult
@@ -81,8 +89,8 @@ if TYPE_CHECKING:  # edge.bundle imports this module; the methods import it when
 #: ``(embedding, quality, source_sha256)``: one template offered to :meth:`Gallery.enroll`.
 TemplateIn = tuple[npt.ArrayLike, float | None, str | None]
 
+
 BUSY_TIMEOUT_MS = 5000
-_SEALED_BYTES = EMBEDDING_BYTES + crypto.OVERHEAD
 #: The key file a Gallery opened without ``key``/``key_file`` uses: beside the database
 #: (where the default config's ``security.key_file`` puts it too).
 DEFAULT_KEY_NAME = "gallery.key"
@@ -108,19 +116,15 @@ class Person:
 
 @dataclass(frozen=True)
 class EnrollResult:
-    """What an enrollment did: templates added, and ones skipped as already enrolled."""
+    """What an enrollment did: templates added, and ones skipped as already enrolled.
+
+    ``replaced`` counts the added templates that took the place of another
+    model's template of the same photo (a re-enrollment).
+    """
 
     added: int
     skipped_duplicates: int
-
-
-@dataclass(frozen=True)
-class KeyRotation:
-    """What a key rotation did: old and new key fingerprints, templates re-sealed."""
-
-    old: str
-    new: str
-    templates: int
+    replaced: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,21 +230,36 @@ def _v3_seal_templates(g: Gallery) -> None:
     g._audit("migrate", None, schema=3, templates_sealed=len(rows), key=fingerprint(key))
 
 
+_V4 = """
+ALTER TABLE templates ADD COLUMN model_id TEXT;
+CREATE INDEX templates_model ON templates(model_id);
+CREATE TABLE crops (
+    template_id INTEGER PRIMARY KEY REFERENCES templates(id) ON DELETE CASCADE,
+    crop BLOB NOT NULL
+);
+"""
+# Crops live in their own table, not in a templates column: a 50 KB crop would
+# spread every template row over its own pages and slow the matcher's load.
+
+
+def _v4_templates_know_their_model(g: Gallery) -> None:
+    """Each template names the embedder that made it (``model_id``: the model file's
+    sha256); every existing one was made by :data:`LEGACY_MODEL_ID`. A ``crops`` table
+    keeps the sealed face crop of each enrollment (:mod:`edge.crops`) for ``edge reembed``."""
+    g.db.executescript(_V4)
+    tagged = g.db.execute("UPDATE templates SET model_id = ?", [LEGACY_MODEL_ID]).rowcount
+    if tagged:
+        g._audit("migrate", None, schema=4, templates_tagged=tagged, model_id=LEGACY_MODEL_ID)
+
+
 #: Schema migrations in order; after ``MIGRATIONS[i]`` the schema is version ``i + 1``.
 MIGRATIONS: list[Callable[[Gallery], None]] = [
     _v1_initial,
     _v2_validity_and_audit,
     _v3_seal_templates,
+    _v4_templates_know_their_model,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-# --------------------------------------------------------------------------- sealing
-
-
-def _aad(person_id: int, template_id: int) -> bytes:
-    """What a template's sealed blob is bound to: its person and its own row."""
-    return b"edge-access template\x00" + struct.pack(">qq", person_id, template_id)
 
 
 # --------------------------------------------------------------------------- gallery
@@ -257,7 +276,7 @@ class _Keep:
 KEEP = _Keep()
 
 
-class Gallery:
+class Gallery(SealedTemplates):
     """One open gallery file. A context manager; :meth:`close` is safe to call twice.
 
     ``actor`` is recorded on the audit event of every change made through this
@@ -434,164 +453,6 @@ class Gallery:
             why = "" if other == name else f" ({other!r}: names ignore case and accent form)"
             raise GalleryError(f"{name!r}: a person of that name already exists{why}")
 
-    # ------------------------------------------------------------- sealing
-
-    def _keys(self, *, create: bool = False, reload: bool = False) -> Keyring:
-        """The keyring, loaded on first need; ``reload`` re-reads a key file.
-
-        A missing key file is created only for a gallery with nothing sealed
-        yet: a new key could open nothing already there. A key staged by a
-        rotation that committed but crashed before renaming it into place
-        (the templates are sealed under it) is installed here.
-        """
-        if self._ring is None or (reload and self._ring.key_file is not None):
-            create = create and self._key_in_use() is None
-            self._ring = keys.load_keyring(self._keys_of, self._key_file, create=create)
-        ring = self._ring
-        if (
-            ring.staged is not None
-            and ring.key_file is not None
-            and self._key_in_use() == key_id(ring.staged)
-        ):
-            crypto.commit_staged_key(ring.key_file, ring.staged)
-            self._ring = ring = Keyring(ring.staged, ring.source, ring.key_file)
-        return ring
-
-    def _key_in_use(self) -> bytes | None:
-        """The id of the key the templates are sealed under; None when there are none."""
-        row = self.db.execute(
-            "SELECT substr(embedding, 2, ?) FROM templates WHERE length(embedding) = ? LIMIT 1",
-            [crypto.KEY_ID_BYTES, _SEALED_BYTES],
-        ).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def _wrong_key(self, kid: bytes, ring: Keyring) -> GalleryError:
-        return GalleryError(
-            f"{self.path}: templates are sealed under key {kid.hex()}, but {ring.source}"
-            f" holds key {fingerprint(ring.current)} (wrong key, or a gallery from elsewhere)"
-        )
-
-    def _sealing_key(self) -> bytes:
-        """The key to seal new templates under: the one the gallery already uses."""
-        ring = self._keys(create=True)
-        in_use = self._key_in_use()
-        if in_use is None:
-            return ring.current
-        key = ring.key_for(in_use)
-        if key is None:  # another process may have rotated the key since we read it
-            ring = self._keys(reload=True)
-            key = ring.key_for(in_use)
-        if key is None:
-            raise self._wrong_key(in_use, ring)
-        return key
-
-    def _unseal(self, rows: Sequence[tuple[int, int, bytes]]) -> list[bytes]:
-        """The plain embeddings of ``(template id, person id, blob)`` rows.
-
-        GalleryError for the first that does not open: no key, the wrong key,
-        or a blob altered or moved from another row. Never a partial answer.
-        """
-        if not rows:
-            return []
-        ring = self._keys()
-        out = []
-        for tid, person_id, blob in rows:
-            kid = sealed_key_id(blob)
-            if kid is None or len(blob) != _SEALED_BYTES:
-                raise GalleryError(f"{self.path}: template {tid} is not a sealed embedding")
-            key = ring.key_for(kid)
-            if key is None and ring.key_file is not None:
-                ring = self._keys(reload=True)
-                key = ring.key_for(kid)
-            if key is None:
-                raise self._wrong_key(kid, ring)
-            try:
-                out.append(open_(key, blob, _aad(person_id, tid)))
-            except GalleryError as e:
-                where = f"{self.path}: template {tid} (person {person_id})"
-                raise GalleryError(f"{where}: {e}") from None
-        return out
-
-    def _insert_template(
-        self,
-        key: bytes,
-        person_id: int,
-        plain: bytes,
-        quality: float | None,
-        sha: str | None,
-        created: str,
-    ) -> None:
-        """Seal and insert one template (inside the caller's write transaction).
-
-        The row id is chosen here (the write lock makes ``max + 1`` safe) so
-        the blob can be bound to it before it is written.
-        """
-        tid = self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM templates").fetchone()[0]
-        self._insert(
-            "templates",
-            {
-                "id": tid,
-                "person_id": person_id,
-                "embedding": seal(key, plain, _aad(person_id, tid)),
-                "quality": quality,
-                "source_sha256": sha,
-                "created": created,
-            },
-        )
-
-    def rotate_key(self, new_key: bytes | None = None) -> KeyRotation:
-        """Re-seal every template under a new key, in one transaction; what it did.
-
-        With a key file, the new key (random unless given) is staged beside
-        it inside the transaction and renamed into place after the commit;
-        at every instant each template's key is on disk (:mod:`edge.crypto`).
-        With a key handed in, or a systemd credential (read-only here),
-        ``new_key`` is required and installing it is the caller's job.
-        Backups made before keep the old key: take a fresh one.
-        """
-        if new_key is not None and (
-            not isinstance(new_key, bytes) or len(new_key) != crypto.KEY_BYTES
-        ):
-            raise GalleryError(f"a gallery key is {crypto.KEY_BYTES} bytes")
-        with self._write("rotate key"):
-            ring = self._keys(create=True, reload=True)
-            if ring.key_file is None and new_key is None:
-                raise GalleryError(
-                    f"{ring.source}: not a key file this command can replace; give the new"
-                    " key and install it where this one comes from"
-                )
-            new = new_key if new_key is not None else crypto.new_key()
-            rows = self.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
-            plains = self._unseal(rows)
-            if ring.key_file is not None:
-                # Under the write lock no other rotation is staging: any temporary is stale.
-                crypto.remove_stale_temporaries(ring.key_file, older_than=0)
-                if ring.key_file.exists():  # the gallery's own key: keep it for old backups
-                    keys.retire_key(self._keys_of, ring.current)
-                crypto.stage_key(ring.key_file, new)
-            try:
-                for (tid, person_id, _), plain in zip(rows, plains, strict=True):
-                    self.db.execute(
-                        "UPDATE templates SET embedding = ? WHERE id = ?",
-                        [seal(new, plain, _aad(person_id, tid)), tid],
-                    )
-                self._audit(
-                    "key_rotation",
-                    None,
-                    old=fingerprint(ring.current),
-                    new=fingerprint(new),
-                    templates=len(rows),
-                )
-            except BaseException:
-                if ring.key_file is not None:
-                    crypto.discard_staged_key(ring.key_file)
-                raise
-        if ring.key_file is not None:
-            crypto.commit_staged_key(ring.key_file, new)
-        self._ring = Keyring(new, ring.source, ring.key_file)
-        self._checkpoint()  # old blobs out of the WAL
-        return KeyRotation(fingerprint(ring.current), fingerprint(new), len(rows))
-
     # ------------------------------------------------------------- people
 
     def add_person(
@@ -618,27 +479,36 @@ class Gallery:
         display_name: str | None = None,
         *,
         refuse_look_alike: float | None = None,
+        model_id: str = LEGACY_MODEL_ID,
+        crops: Sequence[bytes | None] | None = None,
     ) -> EnrollResult:
         """Add templates to ``name``, creating the person if new; all or nothing.
 
-        A template whose ``source_sha256`` this person already has (or that
-        repeats one earlier in ``templates``) is skipped, so enrolling the same
-        photos twice changes nothing. ``display_name``, if given, is set.
-        Templates are checked as they are written; a bad one anywhere rolls the
-        whole enrollment back, the new person included. ``name`` means the
-        person whose name matches it ignoring case and accent form.
+        ``model_id`` names the embedder that made the templates (its file's
+        sha256); ``crops``, if given, holds each template's face crop
+        (:meth:`edge.crops.FaceCrop.to_bytes`, or None), sealed and kept for
+        ``edge reembed``. A template whose ``source_sha256`` this person
+        already has from the same model (or that repeats one earlier in
+        ``templates``) is skipped, so enrolling the same photos twice changes
+        nothing; one from another model is replaced (a re-enrollment).
+        ``display_name``, if given, is set. Templates are checked as they are
+        written; a bad one anywhere rolls the whole enrollment back, the new
+        person included. ``name`` means the person whose name matches it
+        ignoring case and accent form.
 
         With ``refuse_look_alike`` (the match threshold), a template that
         already matches someone else at that similarity is refused naming
         them: one face under two names locks the real person out through the
         match margin.
         """
+        if crops is not None and len(crops) != len(templates):
+            raise GalleryError(f"{name!r}: {len(crops)} crops for {len(templates)} templates")
         name = check_name(name)
         if display_name is not None:
             check_name(display_name, "display name")
         if not templates:
             raise GalleryError(f"{name!r}: nothing to enroll (no templates)")
-        added = skipped = 0
+        added = skipped = replaced = 0
         with contextlib.suppress(_Unchanged), self._write("enroll"):
             key = self._sealing_key()
             row = identity.find(self.db.conn, name)
@@ -666,24 +536,33 @@ class Gallery:
                 person_id = row[0]
                 if display_name is not None:
                     self.db.table("people").update(person_id, {"display_name": display_name})
-            for blob, quality, sha in checked:
-                if (
-                    sha is not None
-                    and self.db.execute(
-                        "SELECT 1 FROM templates WHERE person_id = ? AND source_sha256 = ?",
-                        [person_id, sha],
-                    ).fetchone()
-                ):
+            for i, (blob, quality, sha) in enumerate(checked):
+                crop = None if crops is None else crops[i]
+                same = None if sha is None else self.db.execute(
+                    "SELECT id, model_id FROM templates WHERE person_id = ? AND source_sha256 = ?",
+                    [person_id, sha],
+                ).fetchone()
+                if same is not None and same[1] == model_id:
                     skipped += 1
                     continue
-                self._insert_template(key, person_id, blob, quality, sha, now_iso())
+                if same is not None:  # this photo, embedded by another model: re-enrolled
+                    self._replace_template(key, person_id, same[0], blob, model_id, quality)
+                    self.db.execute("DELETE FROM crops WHERE template_id = ?", [same[0]])
+                    if crop is not None:
+                        self._put_crop(key, person_id, same[0], crop)
+                    replaced += 1
+                else:
+                    self._insert_template(
+                        key, person_id, blob, quality, sha, now_iso(), model_id=model_id, crop=crop
+                    )
                 added += 1
             if added == 0 and row is not None and display_name is None:
                 # Nothing new: undo the transaction so the file is untouched.
                 raise _Unchanged
             names = {} if display_name is None else {"display_name": display_name}
-            self._audit("enroll", name, added=added, skipped=skipped, **names)
-        return EnrollResult(added, skipped)
+            extra = names | ({"replaced": replaced} if replaced else {})
+            self._audit("enroll", name, added=added, skipped=skipped, model_id=model_id, **extra)
+        return EnrollResult(added, skipped, replaced)
 
     def remove(self, name: str) -> int:
         """Remove a person and (by cascade) their templates; returns how many templates went.
@@ -809,11 +688,14 @@ class Gallery:
 
     # ------------------------------------------------------------- matching
 
-    def templates(self) -> Templates:
-        """Every template as one (T, 128) float32 array, ordered by person then id."""
+    def templates(self, model_id: str | None = None) -> Templates:
+        """Every template (of ``model_id`` only, if given) as one (T, 128) float32 array,
+        ordered by person then id."""
+        where, args = ("WHERE model_id = ?", [model_id]) if model_id is not None else ("", [])
         with self._read("read templates"):
             rows = self.db.execute(
-                "SELECT id, person_id, embedding FROM templates ORDER BY person_id, id"
+                f"SELECT id, person_id, embedding FROM templates {where} ORDER BY person_id, id",
+                args,
             ).fetchall()
             blob = b"".join(self._unseal(rows))
         if len(blob) != len(rows) * EMBEDDING_BYTES:
@@ -858,8 +740,13 @@ class Gallery:
         """
         return self.generation() != since
 
-    def matcher(self, config: MatchConfig | None = None) -> Matcher:
-        """A :class:`Matcher` over every template, from one consistent snapshot.
+    def matcher(self, config: MatchConfig | None = None, model_id: str | None = None) -> Matcher:
+        """A :class:`Matcher` over every template of ``model_id``, from one consistent snapshot.
+
+        Embeddings of two models are not comparable, so the daemon and the CLI
+        pass the running embedder's ``model_id``: a template of another model
+        then never matches (``edge reembed`` brings it back). None takes every
+        template, whatever its model (for tests of the matching alone).
 
         Disabled and out-of-window people are included; each accepted
         :class:`~edge.match.Match` carries their status and ``Match.refusal(now)``
@@ -872,7 +759,7 @@ class Gallery:
                 PersonInfo(p.id, p.name, p.display_name, p.active, p.valid_from, p.valid_until)
                 for p in self.people()
             ]
-            t = self.templates()
+            t = self.templates(model_id)
         return Matcher(
             t.embeddings, t.person_ids, people, config.threshold, config.margin, generation
         )

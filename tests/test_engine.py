@@ -57,7 +57,11 @@ def test_flip_average_stays_a_unit_vector_and_close(cfg, engine):
     from edge.models import require
     from edge.runtime import load_interpreter
 
-    flip = Embedder(load_interpreter(require(engine.models_dir, "embed")), flip_average=True)
+    flip = Embedder(
+        load_interpreter(require(engine.models_dir, "embed")),
+        flip_average=True,
+        model_id=engine.embedder.model_id,
+    )
     rgb = cv2.cvtColor(read_image(FACES / "people/kit_harington/kit1.jpg").bgr, cv2.COLOR_BGR2RGB)
     det = engine.detect(rgb, still=True)[0]
     from edge.align import align

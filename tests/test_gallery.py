@@ -23,6 +23,7 @@ from edge import crypto
 from edge.bundle import is_sealed_bundle
 from edge.errors import GalleryError
 from edge.gallery import (
+    LEGACY_MODEL_ID,
     SCHEMA_VERSION,
     Event,
     Gallery,
@@ -31,6 +32,8 @@ from edge.gallery import (
 )
 from edge.keys import own_key_file
 from edge.match import DIM, NO_ONE
+
+M = LEGACY_MODEL_ID
 
 
 def unit(rng: np.random.Generator) -> np.ndarray:
@@ -99,8 +102,8 @@ def test_enroll_list_and_look_up(gallery: Gallery, rng: np.random.Generator) -> 
     assert np.allclose(np.linalg.norm(t.embeddings, axis=1), 1.0, atol=1e-6)
     events = gallery.events(kind="enroll")
     assert [(e.name, e.actor, e.detail) for e in events] == [
-        ("alice", "tester", {"added": 2, "skipped": 0, "display_name": "Alice A."}),
-        ("bob", "tester", {"added": 1, "skipped": 0}),
+        ("alice", "tester", {"added": 2, "skipped": 0, "display_name": "Alice A.", "model_id": M}),
+        ("bob", "tester", {"added": 1, "skipped": 0, "model_id": M}),
     ]
 
 
@@ -499,11 +502,16 @@ def test_a_version_1_gallery_is_migrated_and_keeps_its_data(
         assert (old.valid_from, old.valid_until, old.notes) == (None, None, None)
         assert np.array_equal(g.templates().embeddings[0], e)
         events = [(x.kind, x.name, x.decision, x.actor) for x in g.events()]
-        assert events == [("access", "old", "granted", None), ("migrate", None, None, "root")]
+        assert events == [
+            ("access", "old", "granted", None),
+            ("migrate", None, None, "root"),
+            ("migrate", None, None, "root"),
+        ]
         key = crypto.read_key(db_path.parent / "gallery.key")
-        assert g.events(kind="migrate")[0].detail == {
-            "schema": 3, "templates_sealed": 1, "key": crypto.fingerprint(key)
-        }
+        assert [x.detail for x in g.events(kind="migrate")] == [
+            {"schema": 3, "templates_sealed": 1, "key": crypto.fingerprint(key)},
+            {"schema": 4, "templates_tagged": 1, "model_id": M},
+        ]
         assert g.generation() == 0
         g.set_validity("old", "2024-06-01T00:00Z", None)  # the new columns work
         g.log_event("door", detail={"state": "open"}, mono=12.5)
@@ -744,7 +752,7 @@ def test_rotate_key_reseals_everything_in_one_go(db_path: Path, rng: np.random.G
         assert (event.actor, event.detail) == (
             "admin",
             {"old": crypto.fingerprint(old_key), "new": crypto.fingerprint(new_key),
-             "templates": 4},
+             "templates": 4, "crops": 0},
         )
     blobs = raw(db_path, "SELECT embedding FROM templates")
     assert all(b[0][1:5] == crypto.key_id(new_key) for b in blobs)
