@@ -349,7 +349,8 @@ def test_text_events_show_what_each_admin_change_did(enrolled: Site):
         assert edge(*args, *enrolled.opts(), env={"SUDO_USER": "boss"}).exit_code == 0
     r = edge("events", *enrolled.opts())
     lines = r.stdout.splitlines()
-    assert lines[0].split(" ", 1)[1].startswith("enroll mei added=1 skipped=0 by ")
+    assert lines[0].split(" ", 1)[1].startswith("enroll mei added=1 model_id=")
+    assert " skipped=0 by " in lines[0]
     assert [line.split(" ", 1)[1] for line in lines[1:]] == [
         "rename may new=may old=mei by boss",
         "disable may active=no by boss",
@@ -424,10 +425,16 @@ def test_a_killed_key_rotation_leaves_no_key_temporaries(enrolled: Site, tmp_pat
     assert old.name.startswith(".gallery.key.new.")
     assert edge("identify", ME, *enrolled.opts()).exit_code == 0  # the next start
     assert not old.exists() and fresh.exists()
-    r = edge("key", "rotate", *enrolled.opts())  # a rotation, under the write lock, tidies all
+    # A rotation writes the gallery's own key file; under the write lock it tidies
+    # every temporary of that file, however young (nobody else can be staging it).
+    from edge.keys import own_key_file
+
+    own = own_key_file(enrolled.db)
+    mine = Path(write_temp(staged_path(own), os.urandom(32)))
+    r = edge("key", "rotate", *enrolled.opts())
     assert r.exit_code == 0, r.output
-    assert not fresh.exists()
-    assert [p.name for p in key.parent.iterdir() if p.name.startswith(".gallery.key")] == []
+    assert not mine.exists()
+    assert [p.name for p in own.parent.iterdir() if p.name.startswith(f".{own.name}.")] == []
 
 
 def test_snapshot_labels_by_id_cannot_be_confused(tmp_path: Path):

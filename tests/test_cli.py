@@ -98,7 +98,7 @@ def state(db: Path) -> dict[str, str]:
     """sha256 of the database and of its -wal, when present."""
     out = {}
     for p in (db, Path(f"{db}-wal")):
-        if p.exists():
+        if p.exists() and (p == db or p.stat().st_size):  # an empty -wal holds nothing
             out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
     assert db.name in out
     return out

@@ -26,7 +26,6 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -57,11 +56,16 @@ SCALE = float(os.environ.get("EDGE_FUZZ", "1"))
 LIMIT = 4_000_000
 
 
-def fuzz(examples: int, deadline_s: float = 5.0) -> settings:
+#: Bounds on wall time here only catch a hang or a decompression bomb, never a
+#: slow machine: a loaded CI host or an emulated Pi gets this much slack.
+SLACK = float(os.environ.get("EDGE_TIME_SLACK", "10"))
+
+
+def fuzz(examples: int, deadline_s: float | None = None) -> settings:
     """Bounded hypothesis settings: ``examples`` (times $EDGE_FUZZ), a per-example deadline."""
     return settings(
         max_examples=max(1, int(examples * SCALE)),
-        deadline=timedelta(seconds=deadline_s),
+        deadline=None,  # timing is not what these prove (a loaded machine, a slow Pi)
         database=None,
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -273,7 +277,7 @@ def test_read_image_refuses_special_files_quickly(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(ImageError):
             read_image(path)
-        assert time.monotonic() - t0 < 1.0, path
+        assert time.monotonic() - t0 < 1.0 * SLACK, path
     assert maxrss_mb() - before < 100
 
 
@@ -334,7 +338,7 @@ def test_regression_a_flipped_png_chunk_length_is_refused_at_once():
     t0, before = time.monotonic(), maxrss_mb()
     with pytest.raises(ImageError, match="truncated PNG"):
         decode(bytes(data))
-    assert time.monotonic() - t0 < 0.5 and maxrss_mb() - before < 50
+    assert time.monotonic() - t0 < 0.5 * SLACK and maxrss_mb() - before < 50
 
 
 # --------------------------------------------------------------- (b) edge enroll / identify
@@ -410,7 +414,7 @@ def test_enroll_and_identify_refuse_special_files(cli_site, tmp_path):
             result = runner.invoke(main, args, env=env)
             clean_exit(result)
             assert result.exit_code in (1, 2), (args, result.output)
-        assert time.monotonic() - t0 < 5, path
+        assert time.monotonic() - t0 < 5 * SLACK, path
     assert gallery_state(db) == before
 
 
@@ -464,7 +468,7 @@ def config_or_config_error(text: str | bytes, path: Path) -> Config | None:
         cfg = None
     else:
         assert isinstance(cfg, Config)
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 3.0 * SLACK
     return cfg
 
 
@@ -587,7 +591,7 @@ def test_config_paths_that_are_not_files(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(ConfigError):
             load_config(path)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 2.0 * SLACK
 
 
 def test_the_shipped_config_and_an_anchor_free_config_still_load(tmp_path):
