@@ -48,8 +48,8 @@ system-deps:
 	  fi; \
 	fi
 
-# The liveness model is built from its PyTorch checkpoint by our converter,
-# which needs PyTorch: its own venv, made only when that file must be built.
+# The liveness and SFace models are built from their upstream files by our
+# converters, which need PyTorch: their own venv, made only when a file must be built.
 CONVERT_VENV := .venv-convert
 CONVERT_STAMP := $(CONVERT_VENV)/.installed
 
@@ -61,7 +61,7 @@ $(CONVERT_STAMP): scripts/convert-requirements.txt
 
 models: $(STAMP)
 	@$(EDGE) models fetch --skip-build || { \
-	  echo "building the liveness model with scripts/convert_minifasnet.py (once)"; \
+	  echo "building the converted models (scripts/convert_*.py, once)"; \
 	  $(MAKE) --no-print-directory $(CONVERT_STAMP) && \
 	  EDGE_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(EDGE) models fetch; }
 
