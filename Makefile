@@ -21,7 +21,7 @@ VENV_FLAGS  :=
 CONSTRAINTS :=
 endif
 
-.PHONY: help venv models system-deps run test lint bench clean
+.PHONY: help venv models system-deps run test lint bench clean reference-venv
 
 help:
 	@echo "make run    - start the door daemon on config.yaml"
@@ -65,6 +65,18 @@ models: $(STAMP)
 	  $(MAKE) --no-print-directory $(CONVERT_STAMP) && \
 	  EDGE_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(EDGE) models fetch; }
 
+# OpenCV 4.11 for tests/test_sface.py's reference (SFace's ONNX through
+# cv2.FaceRecognizerSF): the project's OpenCV 5.0 refuses that file.
+REFERENCE_VENV := .venv-reference
+REFERENCE_STAMP := $(REFERENCE_VENV)/.installed
+
+$(REFERENCE_STAMP): tests/reference-requirements.txt
+	$(PYTHON) -m venv $(REFERENCE_VENV)
+	$(REFERENCE_VENV)/bin/pip install --quiet -r tests/reference-requirements.txt
+	@touch $@
+
+reference-venv: $(REFERENCE_STAMP)
+
 run: $(STAMP) system-deps models
 	$(EDGE) run
 
@@ -72,11 +84,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check edge tests scripts
 	$(BIN)/mypy edge
 
-test: $(STAMP) system-deps models lint
+test: $(STAMP) system-deps models lint $(REFERENCE_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) models
 	$(EDGE) bench
 
 clean:
-	rm -rf $(VENV) $(CONVERT_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CONVERT_VENV) $(REFERENCE_VENV) .pytest_cache .ruff_cache
