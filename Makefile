@@ -21,7 +21,7 @@ VENV_FLAGS  :=
 CONSTRAINTS :=
 endif
 
-.PHONY: help venv models system-deps run test lint bench clean
+.PHONY: help venv models system-deps run test lint bench clean reference-venv
 
 help:
 	@echo "make run    - start the door daemon on config.yaml"
@@ -48,8 +48,8 @@ system-deps:
 	  fi; \
 	fi
 
-# The liveness model is built from its PyTorch checkpoint by our converter,
-# which needs PyTorch: its own venv, made only when that file must be built.
+# The liveness and SFace models are built from their upstream files by our
+# converters, which need PyTorch: their own venv, made only when a file must be built.
 CONVERT_VENV := .venv-convert
 CONVERT_STAMP := $(CONVERT_VENV)/.installed
 
@@ -61,9 +61,21 @@ $(CONVERT_STAMP): scripts/convert-requirements.txt
 
 models: $(STAMP)
 	@$(EDGE) models fetch --skip-build || { \
-	  echo "building the liveness model with scripts/convert_minifasnet.py (once)"; \
+	  echo "building the converted models (scripts/convert_*.py, once)"; \
 	  $(MAKE) --no-print-directory $(CONVERT_STAMP) && \
 	  EDGE_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(EDGE) models fetch; }
+
+# OpenCV 4.11 for tests/test_sface.py's reference (SFace's ONNX through
+# cv2.FaceRecognizerSF): the project's OpenCV 5.0 refuses that file.
+REFERENCE_VENV := .venv-reference
+REFERENCE_STAMP := $(REFERENCE_VENV)/.installed
+
+$(REFERENCE_STAMP): tests/reference-requirements.txt
+	$(PYTHON) -m venv $(REFERENCE_VENV)
+	$(REFERENCE_VENV)/bin/pip install --quiet -r tests/reference-requirements.txt
+	@touch $@
+
+reference-venv: $(REFERENCE_STAMP)
 
 run: $(STAMP) system-deps models
 	$(EDGE) run
@@ -72,11 +84,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check edge tests scripts
 	$(BIN)/mypy edge
 
-test: $(STAMP) system-deps models lint
+test: $(STAMP) system-deps models lint $(REFERENCE_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) models
 	$(EDGE) bench
 
 clean:
-	rm -rf $(VENV) $(CONVERT_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CONVERT_VENV) $(REFERENCE_VENV) .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Alignment of a detected face onto MobileFaceNet's 96x112 template, and face quality.
+"""Alignment of a detected face onto the embedder's template, and face quality.
 
 Pure functions: a similarity transform (rotation, uniform scale, shift)
 fitted to four keypoints, the warp, and the cheap quality measures that
@@ -7,14 +7,42 @@ decide whether a face is worth embedding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-#: Template points in the 96x112 crop: image-left eye, other eye, nose tip, mouth centre.
-TEMPLATE = np.array(
-    [[30.29, 51.70], [65.53, 51.50], [48.03, 71.74], [48.14, 92.28]], dtype=np.float32
+
+@dataclass(frozen=True)
+class Template:
+    """Where an embedder wants the four BlazeFace keypoints in its crop, and the crop size.
+
+    Points in order: the eye on the image's left, the other eye, nose tip, mouth centre.
+    """
+
+    points: np.ndarray
+    size: tuple[int, int]  # width, height
+
+
+#: SFace (and ArcFace-style models): the standard 112x112 five-point template with
+#: the two mouth corners replaced by their mean, since BlazeFace gives the mouth centre.
+SFACE = Template(
+    np.array(
+        [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [56.1396, 92.2848]],
+        dtype=np.float32,
+    ),
+    (112, 112),
 )
-CROP_SIZE = (96, 112)  # width, height
+#: The MobileFaceNet int8 model (kept for comparison): a 96x112 crop.
+MOBILEFACENET = Template(
+    np.array(
+        [[30.29, 51.70], [65.53, 51.50], [48.03, 71.74], [48.14, 92.28]], dtype=np.float32
+    ),
+    (96, 112),
+)
+#: The default embedder's template (SFace).
+TEMPLATE = SFACE.points
+CROP_SIZE = SFACE.size  # width, height
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -40,10 +68,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def align(rgb: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """The 112x96 RGB crop (uint8) of the face whose BlazeFace keypoints are given."""
-    m = similarity_transform(keypoints[:4], TEMPLATE)
-    return cv2.warpAffine(rgb, m, CROP_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+def align(rgb: np.ndarray, keypoints: np.ndarray, template: Template = SFACE) -> np.ndarray:
+    """The RGB crop (uint8, the template's size) of the face whose BlazeFace keypoints are given."""
+    m = similarity_transform(keypoints[:4], template.points)
+    return cv2.warpAffine(
+        rgb, m, template.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
 
 
 def sharpness(crop: np.ndarray) -> float:

@@ -17,7 +17,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .align import align
 from .config import Config
 from .engine import Engine
 from .errors import EdgeError
@@ -66,7 +65,7 @@ def per_face(engine: Engine, frames: list[np.ndarray], repeat: int) -> dict[str,
             d_ms = (time.perf_counter() - t0) * 1000.0  # colour conversion included
             if not dets:
                 break
-            a_ms, crop = _ms(align, rgb, dets[0].keypoints)
+            a_ms, crop = _ms(engine.embedder.crop, rgb, dets[0].keypoints)
             e_ms, _ = _ms(engine.embedder.embed, crop)
             for k, v in (
                 ("detect", d_ms),

@@ -86,11 +86,14 @@ class AlignConfig(_Section):
 
 
 class EmbedConfig(_Section):
+    #: "sface" (licensed, the default) or "mobilefacenet" (unlicensed: comparison only).
+    model: Literal["sface", "mobilefacenet"] = "sface"
     flip_average: bool = False
 
 
 class MatchConfig(_Section):
-    threshold: float = Field(0.40, gt=-1.0, lt=1.0)
+    #: Provisional for SFace (its ../eval pairs: impostors at most 0.385, genuine at least 0.437).
+    threshold: float = Field(0.41, gt=-1.0, lt=1.0)
     margin: float = Field(0.05, ge=0.0, lt=1.0)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .align import TEMPLATE, similarity_transform
+from .align import MOBILEFACENET, similarity_transform
 from .errors import GalleryError
 
 #: The stored crop is SIZE x SIZE pixels.
@@ -39,7 +39,7 @@ SCALE = 1.2
 KEYPOINTS = 6
 _KP_BYTES = KEYPOINTS * 2 * 4
 #: The 96x112 template's points placed in the crop: its box centre (48, 56) at the crop's centre.
-CANONICAL = ((TEMPLATE - np.array([48.0, 56.0], np.float32)) * SCALE + SIZE / 2).astype(
+CANONICAL = ((MOBILEFACENET.points - np.array([48.0, 56.0], np.float32)) * SCALE + SIZE / 2).astype(
     np.float32
 )
 

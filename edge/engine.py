@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 
 from . import models
-from .align import align, sharpness, yaw
+from .align import sharpness, yaw
 from .config import Config
 from .crops import FaceCrop, face_crop
 from .detect import Detection, Detector, merge, pad, refine
-from .embed import Embedder
+from .embed import Embedder, load_embedder
 from .errors import NoFaceError
 from .image import Image
 from .runtime import load_interpreter
@@ -71,12 +71,8 @@ class Engine:
         self.cfg = cfg
         self.models_dir = models_dir or cfg.path(cfg.models.dir)
         self._detectors: dict[str, Detector] = {}
-        embed = models.entry("embed")
-        self.embedder = Embedder(
-            self.interpreter("embed"),
-            flip_average=cfg.embed.flip_average,
-            model_id=embed.sha256,
-            name=Path(embed.file).stem,
+        self.embedder: Embedder = load_embedder(
+            self.models_dir, cfg.embed.model, cfg.models.threads, cfg.embed.flip_average
         )
         self.camera_detector = self._detector(cfg.detect.camera_mode)
 
@@ -141,11 +137,11 @@ class Engine:
 
     def embed(self, rgb: np.ndarray, det: Detection) -> np.ndarray:
         """The embedding of a detected face (aligned, then embedded): the frame loop's path."""
-        return self.embedder.embed(align(rgb, det.keypoints))
+        return self.embedder.embed(self.embedder.crop(rgb, det.keypoints))
 
     def describe(self, rgb: np.ndarray, det: Detection, min_eye_distance: float) -> Face:
         """Measure a detection's quality; embed it when its eyes are far enough apart."""
-        crop = align(rgb, det.keypoints)
+        crop = self.embedder.crop(rgb, det.keypoints)
         eye = det.eye_distance
         emb = self.embedder.embed(crop) if eye >= min_eye_distance else None
         return Face(det, eye, sharpness(crop), yaw(det.keypoints), emb)

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .align import align
 from .config import Config
 from .crops import FaceCrop
 from .errors import GalleryError
@@ -39,10 +38,10 @@ def configured_model_id(cfg: Config) -> str:
     before it is ever loaded, so this is what :class:`~edge.embed.Embedder`
     reports too).
     """
+    from .embed import EMBED_MODELS
     from .models import entry
 
-    del cfg  # one embedder today; a config choosing among several picks its entry here
-    return entry("embed").sha256
+    return entry(EMBED_MODELS[cfg.embed.model].role).sha256
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def reembed(gallery: Gallery, embedder: Embedder) -> Reembedding:
                 crop = FaceCrop.from_bytes(plain)
             except GalleryError as e:
                 raise GalleryError(f"{gallery.path}: template {tid}: {e}") from None
-            emb = embedder.embed(align(crop.image, crop.keypoints))
+            emb = embedder.embed(embedder.crop(crop.image, crop.keypoints))
             gallery._replace_template(key, person_id, tid, pack_embedding(emb), model_id)
         without = gallery.db.execute(
             "SELECT count(*) FROM templates t LEFT JOIN crops c ON c.template_id = t.id"

@@ -103,7 +103,7 @@ def test_a_bad_model_file_stops_the_daemon_naming_it(site, tmp_path, fault):
 
     models = tmp_path / "models"
     shutil.copytree(PROJECT_ROOT / "models", models, ignore=shutil.ignore_patterns(".*"))
-    victim = models / "mobilefacenet_int8.tflite"
+    victim = models / "sface.tflite"  # the default embedder
     if fault == "missing":
         victim.unlink()
     else:
@@ -117,7 +117,7 @@ def test_a_bad_model_file_stops_the_daemon_naming_it(site, tmp_path, fault):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
     lines = [ln for ln in out.splitlines() if ln.startswith("edge:")]
-    assert len(lines) == 1 and "mobilefacenet_int8.tflite" in lines[0]
+    assert len(lines) == 1 and "sface.tflite" in lines[0]
     assert ("missing" if fault == "missing" else "sha256 mismatch") in lines[0]
     assert "edge models fetch" in lines[0] and "Traceback" not in out
     assert "door" not in out.lower()  # refused before any pin was touched

@@ -53,20 +53,12 @@ def test_at_the_default_threshold_same_people_verify_and_different_people_do_not
 
 
 def test_flip_average_stays_a_unit_vector_and_close(cfg, engine):
-    from edge.embed import Embedder
-    from edge.models import require
-    from edge.runtime import load_interpreter
+    from edge.embed import load_embedder
 
-    flip = Embedder(
-        load_interpreter(require(engine.models_dir, "embed")),
-        flip_average=True,
-        model_id=engine.embedder.model_id,
-    )
+    flip = load_embedder(engine.models_dir, cfg.embed.model, flip_average=True)
     rgb = cv2.cvtColor(read_image(FACES / "people/kit_harington/kit1.jpg").bgr, cv2.COLOR_BGR2RGB)
     det = engine.detect(rgb, still=True)[0]
-    from edge.align import align
-
-    crop = align(rgb, det.keypoints)
+    crop = engine.embedder.crop(rgb, det.keypoints)
     a, b = engine.embedder.embed(crop), flip.embed(crop)
     assert np.linalg.norm(b) == pytest.approx(1.0, abs=1e-5)
     assert 0.8 < float(a @ b) < 1.0

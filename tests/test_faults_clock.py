@@ -121,11 +121,12 @@ def test_a_wall_clock_jump_neither_opens_a_cooldown_early_nor_confuses_the_event
     assert all(e.ts and e.mono is not None for e in events)
     assert [e.mono for e in events] == sorted(e.mono for e in events)
     years = [(e.kind, e.decision or e.reason, year(e.ts)) for e in events]
-    assert years[:3] == [("access", "denied", now), ("access", "granted", now),
-                         ("door", "unlocked", now)]
-    assert years[3][:2] == ("door", "locked") and abs(years[3][2] - (now - 50)) <= 1
-    assert years[4][:2] == ("access", "denied") and abs(years[4][2] - (now + 50)) <= 1
-    assert len(events) == 5
+    # SFace recognises Lin on both visits (MobileFaceNet refused some of his frames,
+    # which logged denials here): the second visit, 50 years "later" by the wall
+    # clock, is inside the monotonic cooldown, so it is the same visit and logs nothing.
+    assert years[:2] == [("access", "granted", now), ("door", "unlocked", now)]
+    assert years[2][:2] == ("door", "locked") and abs(years[2][2] - (now - 50)) <= 1
+    assert len(events) == 3
 
 
 def test_the_same_run_with_a_short_cooldown_lets_lin_in_twice(site, engine, monkeypatch) -> None:

@@ -24,23 +24,28 @@ from click.testing import CliRunner
 
 from edge.cli import main
 from edge.errors import ModelError
-from edge.models import MANIFEST, ModelFile, check, fetch, manifest, require
+from edge.models import MANIFEST, ModelFile, check, fetch, manifest, require, sha256_file
 
 from .conftest import MODELS, ROOT
 
 MIRROR = Path(os.environ.get("EDGE_MODEL_MIRROR") or ROOT.parent / "shared" / "models")
 #: Nothing listens on port 1: a connection there is refused at once.
 DEAD_PROXY = "http://127.0.0.1:1"
-CORE_ROLES = {"detect_short", "detect_full", "facemesh", "embed"}
+CORE_ROLES = {"detect_short", "detect_full", "facemesh", "embed_mobilefacenet"}
 
 
 # --------------------------------------------------------------- helpers
 
 
 def mirrored() -> list[ModelFile]:
-    """The manifest's entries that the shared mirror holds (files built later are not there)."""
+    """The manifest's entries the shared mirror holds right (built files are not there, and
+    its SFace ONNX is not the upstream file: see the test of that below)."""
     assert MIRROR.is_dir(), f"the shared model mirror is missing: {MIRROR}"
-    entries = [m for m in manifest() if (MIRROR / m.mirror).is_file()]
+    entries = [
+        m
+        for m in manifest()
+        if (MIRROR / m.mirror).is_file() and sha256_file(MIRROR / m.mirror) == m.sha256
+    ]
     assert {m.role for m in entries} >= CORE_ROLES
     return entries
 
@@ -148,7 +153,8 @@ def test_fetch_from_the_mirror_installs_every_file(tmp_path, monkeypatch, offlin
         assert (models_dir / m.file).read_bytes() == (MIRROR / m.mirror).read_bytes()
     assert logs == [f"{m.file}: ok (from mirror)" for m in entries]
     assert leftovers(models_dir) == []
-    assert require(models_dir, "embed") == models_dir / by_role(entries, "embed").file
+    mfn = by_role(entries, "embed_mobilefacenet")
+    assert require(models_dir, "embed_mobilefacenet") == models_dir / mfn.file
 
     # A second fetch keeps the good files as they are.
     stamp = {m.file: (models_dir / m.file).stat().st_mtime_ns for m in entries}
@@ -165,7 +171,7 @@ def test_a_bad_mirror_copy_is_refused_and_the_good_file_stays(
     tmp_path, monkeypatch, offline, logs, spoil, reason
 ):
     entries = [m for m in mirrored() if m.role in CORE_ROLES]
-    embed = by_role(entries, "embed")
+    embed = by_role(entries, "embed_mobilefacenet")
     mirror = copy_mirror(tmp_path / "mirror", entries)
     spoil(mirror / embed.mirror)
     monkeypatch.setenv("EDGE_MODEL_MIRROR", str(mirror))
@@ -237,7 +243,8 @@ def test_check_reports_missing_wrong_size_and_sha_mismatch(tmp_path):
     entries = [m for m in mirrored() if m.role in CORE_ROLES]
     mf = write_manifest(tmp_path / "manifest.toml", entries)
     models_dir = copy_mirror(tmp_path / "models", entries)
-    short, full, embed = (by_role(entries, r) for r in ("detect_short", "detect_full", "embed"))
+    roles = ("detect_short", "detect_full", "embed_mobilefacenet")
+    short, full, embed = (by_role(entries, r) for r in roles)
     (models_dir / short.file).unlink()
     truncate(models_dir / full.file)
     flip_a_byte(models_dir / embed.file)
@@ -258,12 +265,12 @@ def test_the_default_check_covers_the_project_manifest():
 
 @pytest.mark.parametrize("spoil", [None, flip_a_byte, truncate], ids=["missing", "sha", "size"])
 def test_require_refuses_and_says_how_to_fix(tmp_path, spoil):
-    embed = by_role(mirrored(), "embed")
+    embed = by_role(mirrored(), "embed_mobilefacenet")
     if spoil is not None:
         shutil.copyfile(MIRROR / embed.mirror, tmp_path / embed.file)
         spoil(tmp_path / embed.file)
     with pytest.raises(ModelError, match="edge models fetch") as e:
-        require(tmp_path, "embed")
+        require(tmp_path, "embed_mobilefacenet")
     assert str(tmp_path / embed.file) in str(e.value)
 
 
@@ -277,9 +284,31 @@ def test_the_engine_refuses_a_corrupt_model(tmp_path, cfg):
 
     entries = [m for m in mirrored() if m.role in CORE_ROLES]
     models_dir = copy_mirror(tmp_path / "models", entries)
-    flip_a_byte(models_dir / by_role(entries, "embed").file)
+    flip_a_byte(models_dir / by_role(entries, "embed_mobilefacenet").file)
+    cfg = cfg.model_copy(update={"embed": cfg.embed.model_copy(update={"model": "mobilefacenet"})})
     with pytest.raises(ModelError, match="sha256 mismatch"):
         Engine(cfg, models_dir=models_dir)
+
+
+def test_the_mirrors_sface_onnx_is_refused_and_the_wheel_member_used(
+    tmp_path, monkeypatch, offline, logs
+):
+    # ../shared/models holds a face_recognition_sface_2021dec_int8bq.onnx that is not
+    # the upstream file (another export: other size, no scalar_op inputs); the manifest
+    # holds the wheel member's sha256, so fetch refuses the mirror copy and takes the wheel.
+    onnx = next(m for m in manifest() if m.role == "embed_sface_onnx")
+    assert (MIRROR / onnx.mirror).is_file()
+    assert sha256_file(MIRROR / onnx.mirror) != onnx.sha256
+    monkeypatch.setenv("EDGE_MODEL_MIRROR", str(MIRROR))
+    upstream = require(MODELS, "embed_sface_onnx").read_bytes()
+    wheel = [s for s in onnx.sources if "wheel" in s]
+    mf = write_manifest(tmp_path / "manifest.toml", [onnx], sources=lambda m: wheel)
+    models_dir = tmp_path / "models"
+    seed_wheel_cache(models_dir, {wheel[0]["member"]: upstream})
+    statuses = fetch(models_dir, log=logs.append, manifest_path=mf)
+    assert [s.ok for s in statuses] == [True]
+    assert logs == [f"{onnx.file}: ok (from wheel {wheel[0]['wheel']})"]
+    assert sha256_file(models_dir / onnx.file) == onnx.sha256
 
 
 def test_a_manifest_that_cannot_be_read(tmp_path):
@@ -319,10 +348,12 @@ def test_edge_models_fetch_from_the_mirror(tmp_path, monkeypatch, offline):
     monkeypatch.setenv("EDGE_MODEL_MIRROR", str(MIRROR))
     models_dir = tmp_path / "models"
     models_dir.mkdir()
-    # Files the mirror cannot give (built ones) are put in place beforehand, as
-    # `make models` would have; fetch must keep them and fill in the rest.
+    # Files the mirror cannot give (built ones, and the SFace ONNX it holds wrong)
+    # are put in place beforehand, as `make models` would have; fetch must keep
+    # them and fill in the rest.
+    good = {m.file for m in mirrored()}
     for m in manifest():
-        if not (MIRROR / m.mirror).is_file():
+        if m.file not in good:
             shutil.copyfile(MODELS / m.file, models_dir / m.file)
     config = tmp_path / "config.yaml"
     config.write_text(f"models:\n  dir: {models_dir}\n")
@@ -332,7 +363,7 @@ def test_edge_models_fetch_from_the_mirror(tmp_path, monkeypatch, offline):
     assert [s["file"] for s in statuses] == [m.file for m in manifest()]
     assert all(s["ok"] for s in statuses)
     assert r.stderr.splitlines() == [
-        f"{m.file}: ok (from mirror)" for m in manifest() if (MIRROR / m.mirror).is_file()
+        f"{m.file}: ok (from mirror)" for m in manifest() if m.file in good
     ]
     r = CliRunner().invoke(main, ["models", "check", "--config", str(config)])
     assert r.exit_code == 0, r.output

@@ -93,11 +93,12 @@ def make_v3_gallery(db: Path, key_file: Path, embedding: np.ndarray) -> None:
 
 
 def test_embedder_names_its_model(engine: Engine) -> None:
+    from edge.embed import EMBED_MODELS
     from edge.models import entry, manifest, sha256_file
 
-    embed = entry("embed")
+    embed = entry(EMBED_MODELS[engine.cfg.embed.model].role)
     assert engine.embedder.model_id == embed.sha256 == sha256_file(engine.models_dir / embed.file)
-    assert engine.embedder.name == Path(embed.file).stem
+    assert engine.embedder.name == engine.cfg.embed.model
     # Every template before v4 was made by MobileFaceNet int8: the legacy tag is its sha256.
     (mfn,) = [m for m in manifest() if m.file == "mobilefacenet_int8.tflite"]
     assert mfn.sha256 == LEGACY_MODEL_ID
