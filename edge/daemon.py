@@ -41,6 +41,7 @@ from .engine import Engine
 from .errors import ConfigError, EdgeError
 from .events import EventWriter
 from .gallery import Gallery, open_gallery
+from .outputs import Grant, Outputs
 from .snapshots import SnapshotStore
 from .storage import StorageMonitor
 
@@ -83,6 +84,7 @@ class Daemon:
         self._source_spec = source_spec
         self._realtime = realtime
         self.door: Any = None
+        self.outputs: Outputs | None = None
         self.voice = voice
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
@@ -186,14 +188,17 @@ class Daemon:
 
     def _start_door(self) -> None:
         from .door import Door, install_fail_secure
+        from .outputs import build_outputs
 
-        self.door = Door.from_config(
-            self.cfg.door,
-            on_switch=lambda state: self._event("door", reason=state),
-            on_held_open=lambda s: self._event("alarm", reason=f"door held open {s:.0f} s"),
-            on_exit=lambda: self._event("door", reason="request to exit"),
-            pin_factory=self._pin_factory,
-        )
+        if "relay" in self.cfg.door.outputs:
+            self.door = Door.from_config(
+                self.cfg.door,
+                on_switch=lambda state: self._event("door", reason=state),
+                on_held_open=lambda s: self._event("alarm", reason=f"door held open {s:.0f} s"),
+                on_exit=lambda: self._event("door", reason="request to exit"),
+                pin_factory=self._pin_factory,
+            )
+        self.outputs = build_outputs(self.cfg, self.db_path, self.door, self._pin_factory)
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -299,8 +304,8 @@ class Daemon:
         self.decisions.append(d)
         self.counts[d.decision] += 1
         if d.decision == "granted":
-            assert self.door is not None
-            self.door.unlock()
+            if self.outputs is not None:  # only a queue put: the outputs have their own threads
+                self.outputs.grant(Grant(d.name, d.person_id, time.monotonic()))
             if self.voice is not None:
                 self.voice.greet(d.display_name or d.name or "")
         elif d.name is not None and self.voice is not None:
@@ -471,6 +476,8 @@ class Daemon:
         self.stop.set()
         if self.door is not None:
             self.door.close()
+        if self.outputs is not None:
+            self.outputs.close()
         if self.grabber is not None:
             self.grabber.close()
         if self.voice is not None:
