@@ -85,6 +85,7 @@ class Daemon:
         self._realtime = realtime
         self.door: Any = None
         self.outputs: Outputs | None = None
+        self.metrics: Any = None
         self.voice = voice
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
@@ -124,6 +125,7 @@ class Daemon:
             ("gallery check", self._check_gallery),
             ("gallery", self._start_gallery),
             ("events", self._start_events),
+            ("metrics", self._start_metrics),
             ("snapshots", self._start_snapshots),
             ("door", self._start_door),
             ("voice", self._start_voice),
@@ -198,12 +200,21 @@ class Daemon:
                 on_exit=lambda: self._event("door", reason="request to exit"),
                 pin_factory=self._pin_factory,
             )
-        self.outputs = build_outputs(self.cfg, self.db_path, self.door, self._pin_factory)
+        delivered = self.metrics.delivered if self.metrics is not None else None
+        self.outputs = build_outputs(
+            self.cfg, self.db_path, self.door, self._pin_factory, on_delivered=delivered
+        )
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
             install_fail_secure()
+
+    def _start_metrics(self) -> None:
+        if self.cfg.metrics.listen and self.metrics is None:
+            from .metrics import Metrics
+
+            self.metrics = Metrics(self.cfg.metrics.listen, self)
 
     def _start_voice(self) -> None:
         if self.voice is None and self.cfg.voice.enabled:
@@ -256,12 +267,16 @@ class Daemon:
             self.process(frame)
         except Exception:
             self.failed_frames += 1
+            if self.metrics is not None:
+                self.metrics.failed()
             if not self._frames_failing:
                 self._frames_failing = True
                 log.exception("frame %d not processed; dropping frames that fail", frame.index)
             return False
         self.frame_ms.append((time.perf_counter() - t0) * 1000.0)
         self.latency_ms.append((time.monotonic() - frame.t_mono) * 1000.0)
+        if self.metrics is not None:
+            self.metrics.frame(self.frame_ms[-1] / 1000.0, self.latency_ms[-1] / 1000.0)
         self.frames += 1
         if self._frames_failing:
             self._frames_failing = False
@@ -345,6 +360,8 @@ class Daemon:
     def _event(self, kind: str, **fields: Any) -> None:
         if self.events is not None:
             self.events.put(kind, **fields)
+        if self.metrics is not None:
+            self.metrics.event(kind, fields)
 
     # -- housekeeping: watchdog, reloads, status ----------------------------------
 
@@ -491,6 +508,8 @@ class Daemon:
             self.events.close()
         if self.gallery is not None:
             self.gallery.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def __enter__(self) -> Daemon:
         return self.start()

@@ -160,7 +160,13 @@ class Outputs:
                     log.exception("output %s: delivery callback failed", out.name)
 
 
-def build_outputs(cfg: Any, db_path: Any, door: Any, pin_factory: Any = None) -> Outputs:
+def build_outputs(
+    cfg: Any,
+    db_path: Any,
+    door: Any,
+    pin_factory: Any = None,
+    on_delivered: Callable[[str, Grant, float], Any] | None = None,
+) -> Outputs:
     """The outputs ``cfg.door.outputs`` names, in that order (``door`` is the relay, if any)."""
     made: list[Output] = []
     try:
@@ -181,4 +187,4 @@ def build_outputs(cfg: Any, db_path: Any, door: Any, pin_factory: Any = None) ->
         raise
     if not made:
         log.info("kiosk: no door outputs (door.outputs is empty); greeting and logging only")
-    return Outputs(made)
+    return Outputs(made, on_delivered)
