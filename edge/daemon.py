@@ -86,6 +86,7 @@ class Daemon:
         self.door: Any = None
         self.outputs: Outputs | None = None
         self.metrics: Any = None
+        self.mqtt: Any = None
         self.voice = voice
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
@@ -128,6 +129,7 @@ class Daemon:
             ("metrics", self._start_metrics),
             ("snapshots", self._start_snapshots),
             ("door", self._start_door),
+            ("mqtt", self._start_mqtt),
             ("voice", self._start_voice),
             ("camera", self._start_camera),
         ]
@@ -215,6 +217,12 @@ class Daemon:
             from .metrics import Metrics
 
             self.metrics = Metrics(self.cfg.metrics.listen, self)
+
+    def _start_mqtt(self) -> None:
+        if self.cfg.mqtt.host and self.mqtt is None:
+            from .mqtt import MqttBridge
+
+            self.mqtt = MqttBridge(self.cfg, self.db_path, self)
 
     def _start_voice(self) -> None:
         if self.voice is None and self.cfg.voice.enabled:
@@ -495,6 +503,10 @@ class Daemon:
             self.door.close()
         if self.outputs is not None:
             self.outputs.close()
+        if self.mqtt is not None:
+            if self.events is not None:
+                self.events.flush(2.0)  # the last events reach the broker if it is up
+            self.mqtt.close()
         if self.grabber is not None:
             self.grabber.close()
         if self.voice is not None:
