@@ -370,6 +370,8 @@ class Daemon:
             self.events.put(kind, **fields)
         if self.metrics is not None:
             self.metrics.event(kind, fields)
+        if self.mqtt is not None:
+            self.mqtt.nudge()
 
     # -- housekeeping: watchdog, reloads, status ----------------------------------
 

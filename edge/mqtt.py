@@ -32,6 +32,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,12 @@ log = logging.getLogger(__name__)
 
 #: Events published: what a subscriber acts on (admin changes stay in the log).
 KINDS = ("access", "door", "alarm", "admin")
-POLL_SECONDS = 0.02
+#: Idle poll: every event the daemon queues nudges the forwarder, so this is a backstop.
+POLL_SECONDS = 0.5
+#: After the daemon queues an event the table is polled this often for a while,
+#: so a grant reaches the broker within a few ms of its row being written.
+HOT_POLL_SECONDS = 0.002
+HOT_SECONDS = 0.25
 ACK_SECONDS = 5.0
 
 
@@ -84,6 +90,7 @@ class MqttBridge:
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._hot_until = 0.0
         self._state: dict[str, str] = {}
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-access-{self.node}")
         if m.username:
@@ -219,10 +226,16 @@ class MqttBridge:
 
     # -- store and forward -------------------------------------------------------------
 
+    def nudge(self) -> None:
+        """An event was just queued (called by the daemon): poll hot for a moment. Cheap."""
+        self._hot_until = time.monotonic() + HOT_SECONDS
+        self._wake.set()
+
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         while not self._stop.is_set():
-            self._wake.wait(POLL_SECONDS)
+            hot = time.monotonic() < self._hot_until
+            self._wake.wait(HOT_POLL_SECONDS if hot else POLL_SECONDS)
             self._wake.clear()
             if not self._connected.is_set():
                 continue

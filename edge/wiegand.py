@@ -13,7 +13,7 @@ The pins are driven through gpiozero (lgpio on a Pi; MockFactory in tests). A
 frame takes 26-34 intervals (about 70 ms at the 2 ms default); it is sent on
 the Wiegand output's own worker thread (edge/outputs.py), never the frame loop.
 Pulses are timed by busy-waiting on ``perf_counter`` (sleep is too coarse for
-50 µs); the gaps between bits by sleeping for most of the interval.
+50 µs); the gaps between bits are slept, so the GIL is held only during pulses.
 """
 
 from __future__ import annotations
@@ -161,11 +161,11 @@ class WiegandOutput:
                 while time.perf_counter() - low < pulse:
                     pass
                 line.off()
+                # The gap is slept, not spun: a spinning thread holds the GIL and
+                # would delay the frame loop. Panels accept a wide range (0.2-20 ms).
                 rest = interval - (time.perf_counter() - start)
-                if rest > 0.0005:
-                    time.sleep(rest - 0.0003)
-                while time.perf_counter() - start < interval:
-                    pass
+                if rest > 0:
+                    time.sleep(rest)
             self.sent += 1
 
     def lock(self) -> None:
