@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "$(CONSTRAINTS)" > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,metrics,mqtt]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,metrics,mqtt,osdp]'
 	@touch $@
 
 venv: $(STAMP)

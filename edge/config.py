@@ -120,7 +120,7 @@ class DoorConfig(_Section):
     exit_button_pin: int | None = Field(None, ge=0, le=27)
     #: What a grant drives (edge/outputs.py), several at once; [] is a kiosk
     #: (greet and log only, no relay).
-    outputs: tuple[Literal["relay", "wiegand"], ...] = ("relay",)
+    outputs: tuple[Literal["relay", "wiegand", "osdp"], ...] = ("relay",)
     #: The door's name in MQTT and Home Assistant; None = the host name.
     name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
@@ -133,6 +133,17 @@ class WiegandConfig(_Section):
     d1_pin: int = Field(24, ge=0, le=27)
     pulse_us: float = Field(50.0, ge=20.0, le=500.0)
     interval_ms: float = Field(2.0, ge=0.2, le=50.0)
+
+
+class OsdpConfig(_Section):
+    """An OSDP reader (PD) on RS-485 (edge/osdp.py); cards laid out as wiegand.format."""
+
+    device: str | None = None
+    baud: Literal[9600, 19200, 38400, 57600, 115200] = 9600
+    address: int = Field(0, ge=0, le=126)
+    #: 32 hex digits, mode 0600; a systemd credential "osdp-scbk" takes precedence.
+    scbk_file: Path | None = None
+    led_pin: int | None = Field(None, ge=0, le=27)
 
 
 class MetricsConfig(_Section):
@@ -219,6 +230,7 @@ class Config(_Section):
     security: SecurityConfig = SecurityConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     wiegand: WiegandConfig = WiegandConfig()
+    osdp: OsdpConfig = OsdpConfig()
     metrics: MetricsConfig = MetricsConfig()
     mqtt: MqttConfig = MqttConfig()
     #: The folder relative paths are resolved against (the config file's own).

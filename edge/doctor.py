@@ -96,6 +96,10 @@ def check_outputs(cfg: Config) -> Check:
         elif o == "wiegand":
             w = cfg.wiegand
             parts.append(f"wiegand {w.format}-bit on D0 BCM {w.d0_pin}, D1 BCM {w.d1_pin}")
+        elif o == "osdp":
+            parts.append(f"osdp reader {cfg.osdp.address} on {cfg.osdp.device}")
+            if cfg.osdp.device is None:
+                return Check("outputs", False, "osdp: set osdp.device (the RS-485 serial line)")
     return Check("outputs", True, ", ".join(parts))
 
 

@@ -180,6 +180,13 @@ def build_outputs(
                 made.append(
                     WiegandOutput(cfg.wiegand, CardLookup(db_path), pin_factory=pin_factory)
                 )
+            elif kind == "osdp":
+                from .cards import CardLookup
+                from .osdp import OsdpOutput
+
+                made.append(
+                    OsdpOutput(cfg, CardLookup(db_path), door=door, pin_factory=pin_factory)
+                )
     except Exception:
         for out in made:
             if out.name != "relay":  # the relay is the daemon's; it closes it itself
