@@ -11,10 +11,12 @@ decision and a short reason word (``recognised``, ``liveness``, ``lockout``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
 import threading
+import time
 from typing import Any
 
 from .errors import ConfigError
@@ -24,6 +26,8 @@ __all__ = ["Metrics", "parse_listen", "reason_label"]
 log = logging.getLogger(__name__)
 
 _STOP = object()
+#: How long the worker lets values gather before counting them (a scrape may lag this much).
+BATCH_SECONDS = 0.2
 _WORD = re.compile(r"[a-z_]+")
 
 
@@ -126,11 +130,22 @@ class Metrics:
     # -- the worker ------------------------------------------------------------------
 
     def _work(self) -> None:
-        while (item := self._q.get()) is not _STOP:
-            try:
-                self._apply(item)
-            except Exception:
-                log.exception("metrics: %r not counted", item[0])
+        """Drain the queue a few times a second: one wake-up per batch, not per frame,
+        so the worker seldom competes with the frame loop for the GIL."""
+        while True:
+            item = self._q.get()
+            batch = [item]
+            time.sleep(BATCH_SECONDS)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._q.get_nowait())
+            for it in batch:
+                if it is _STOP:
+                    return
+                try:
+                    self._apply(it)
+                except Exception:
+                    log.exception("metrics: %r not counted", it[0])
 
     def _apply(self, item: tuple[Any, ...]) -> None:
         what = item[0]
