@@ -32,13 +32,22 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "$(CONSTRAINTS)" > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp]'
 	@touch $@
 
 venv: $(STAMP)
 
-# espeak-ng speaks the greeting; install it when missing and we are root.
+# espeak-ng speaks the greeting; mosquitto is the broker the MQTT tests start.
+# Each is installed when missing and we are root.
 system-deps:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto (for the MQTT tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else \
+	    echo "warning: mosquitto is missing, the MQTT tests are skipped (sudo apt-get install mosquitto)"; \
+	  fi; \
+	fi
 	@if ! command -v espeak-ng >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing espeak-ng"; \

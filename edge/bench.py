@@ -130,6 +130,10 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
     tracker reset, so no face is ever "already decided": every face is
     detected, embedded, matched and (when it matches and passive liveness is
     on) scored for liveness, as the first frames of a visit are.
+
+    The configured outputs run as in the daemon (door.outputs, metrics, MQTT,
+    the event writer), and each frame is timed through the loop's own
+    per-frame path, so what they add to the frame loop is in the figure.
     """
     from .camera import open_source
     from .daemon import Daemon
@@ -138,19 +142,24 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
     daemon = Daemon(cfg, gallery, handle_signals=False)
     daemon._start_models()
     daemon._start_gallery()
+    daemon._start_events()
+    daemon._start_metrics()
+    daemon._start_door()
+    daemon._start_mqtt()
     times, with_face = [], []
     source = open_source(str(video), cfg.camera)
-    with source:
-        while (frame := source.read()) is not None:
-            daemon.tracker = Tracker(cfg.decision.window_frames, cfg.liveness)
-            t0 = time.perf_counter()
-            daemon.process(frame)
-            ms = (time.perf_counter() - t0) * 1000.0
-            times.append(ms)
-            if daemon.tracker.tracks:
-                with_face.append(ms)
-    if daemon.gallery is not None:
-        daemon.gallery.close()
+    try:
+        with source:
+            while (frame := source.read()) is not None:
+                daemon.tracker = Tracker(cfg.decision.window_frames, cfg.liveness)
+                t0 = time.perf_counter()
+                daemon._process_safely(frame)
+                ms = (time.perf_counter() - t0) * 1000.0
+                times.append(ms)
+                if daemon.tracker.tracks:
+                    with_face.append(ms)
+    finally:
+        daemon.close()
     return {
         "frames": len(times),
         "frames_with_face": len(with_face),
@@ -158,6 +167,10 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
         "median_ms_with_face": round(statistics.median(with_face), 3) if with_face else None,
         "p99_ms": round(float(np.percentile(times, 99)), 3),
         "liveness": cfg.liveness.mode,
+        "grants": daemon.counts["granted"],
+        "outputs": list(cfg.door.outputs)
+        + (["metrics"] if cfg.metrics.listen else [])
+        + (["mqtt"] if cfg.mqtt.host else []),
     }
 
 

@@ -287,6 +287,7 @@ def _field(value: str | None) -> Any:
 @click.option("--notes", help="Free text for admins ('none' clears it).")
 @click.option("--valid-from", help="ISO-8601 time from which NAME may enter ('none': no limit).")
 @click.option("--valid-until", help="ISO-8601 time until which NAME may enter ('none': no limit).")
+@click.option("--card", help="FACILITY:CARD sent by a Wiegand output on a grant ('none' clears).")
 @common
 def set_(
     ctx: Ctx,
@@ -295,10 +296,19 @@ def set_(
     notes: str | None,
     valid_from: str | None,
     valid_until: str | None,
+    card: str | None,
 ) -> None:
-    """Change NAME's greeting name, notes or validity window (one change, audited)."""
+    """Change NAME's greeting name, notes, validity window or card (audited)."""
+    if card is not None:
+        from .cards import set_card
+
+        with ctx.gallery() as g:
+            c = set_card(g, name, _field(card), ctx.cfg.wiegand.format)
+        ctx.emit({"name": name, "card": c and str(c)}, f"{name}: card {c or 'none'}")
+        if display_name is None and notes is None and valid_from is None and valid_until is None:
+            return
     if display_name is None and notes is None and valid_from is None and valid_until is None:
-        fail("give at least one of --display-name, --notes, --valid-from, --valid-until", 2)
+        fail("give at least one of --display-name, --notes, --valid-from, --valid-until, --card", 2)
     with ctx.gallery() as g:
         p = g.update(
             name,

@@ -167,6 +167,50 @@ class DoorConfig(_Section):
     contact_pin: int | None = Field(None, ge=0, le=27)
     held_open_seconds: float = Field(30.0, gt=0.0)
     exit_button_pin: int | None = Field(None, ge=0, le=27)
+    #: What a grant drives (edge/outputs.py), several at once; [] is a kiosk
+    #: (greet and log only, no relay).
+    outputs: tuple[Literal["relay", "wiegand", "osdp"], ...] = ("relay",)
+    #: The door's name in MQTT and Home Assistant; None = the host name.
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class WiegandConfig(_Section):
+    """A Wiegand reader output to a panel (edge/wiegand.py)."""
+
+    format: Literal[26, 34] = 26
+    d0_pin: int = Field(23, ge=0, le=27)
+    d1_pin: int = Field(24, ge=0, le=27)
+    pulse_us: float = Field(50.0, ge=20.0, le=500.0)
+    interval_ms: float = Field(2.0, ge=0.2, le=50.0)
+
+
+class OsdpConfig(_Section):
+    """An OSDP reader (PD) on RS-485 (edge/osdp.py); cards laid out as wiegand.format."""
+
+    device: str | None = None
+    baud: Literal[9600, 19200, 38400, 57600, 115200] = 9600
+    address: int = Field(0, ge=0, le=126)
+    #: 32 hex digits, mode 0600; a systemd credential "osdp-scbk" takes precedence.
+    scbk_file: Path | None = None
+    led_pin: int | None = Field(None, ge=0, le=27)
+
+
+class MetricsConfig(_Section):
+    #: "HOST:PORT" for a Prometheus endpoint (e.g. 127.0.0.1:9108); None = off.
+    listen: str | None = Field(None, pattern=r"^[^:\s]*:[0-9]{1,5}$")
+
+
+class MqttConfig(_Section):
+    #: The broker; None = MQTT off.
+    host: str | None = None
+    port: int = Field(1883, ge=1, le=65535)
+    tls: bool = False
+    username: str | None = None
+    #: File holding the password; a systemd credential "mqtt-password" takes precedence.
+    password_file: Path | None = None
+    topic_prefix: str = Field("edge-access", min_length=1, pattern=r"^[^#+\s]+$")
+    discovery_prefix: str = Field("homeassistant", min_length=1, pattern=r"^[^#+\s]+$")
+    allow_remote_unlock: bool = False
 
     @model_validator(mode="after")
     def _one_job_per_pin(self) -> Self:
@@ -248,6 +292,10 @@ class Config(_Section):
     backup: BackupConfig = BackupConfig()
     security: SecurityConfig = SecurityConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    wiegand: WiegandConfig = WiegandConfig()
+    osdp: OsdpConfig = OsdpConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    mqtt: MqttConfig = MqttConfig()
     #: The folder relative paths are resolved against (the config file's own).
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
 

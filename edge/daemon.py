@@ -46,6 +46,7 @@ from .engine import Engine
 from .errors import CameraError, ConfigError, EdgeError
 from .events import EventWriter
 from .gallery import Gallery, open_gallery
+from .outputs import Grant, Outputs
 from .reload import plan_reload
 from .snapshots import SnapshotStore
 from .storage import StorageMonitor
@@ -93,6 +94,9 @@ class Daemon:
         self._source_spec = source_spec
         self._realtime = realtime
         self.door: Any = None
+        self.outputs: Outputs | None = None
+        self.metrics: Any = None
+        self.mqtt: Any = None
         self.voice = voice
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
@@ -137,8 +141,10 @@ class Daemon:
             ("gallery check", self._check_gallery),
             ("gallery", self._start_gallery),
             ("events", self._start_events),
+            ("metrics", self._start_metrics),
             ("snapshots", self._start_snapshots),
             ("door", self._start_door),
+            ("mqtt", self._start_mqtt),
             ("voice", self._start_voice),
             ("camera", self._start_camera),
         ]
@@ -235,19 +241,37 @@ class Daemon:
 
     def _start_door(self) -> None:
         from .door import Door, install_fail_secure
+        from .outputs import build_outputs
 
-        self.door = Door.from_config(
-            self.cfg.door,
-            on_switch=lambda state: self._event("door", reason=state),
-            on_held_open=lambda s: self._event("alarm", reason=f"door held open {s:.0f} s"),
-            on_exit=lambda: self._event("door", reason="request to exit"),
-            pin_factory=self._pin_factory,
+        if "relay" in self.cfg.door.outputs:
+            self.door = Door.from_config(
+                self.cfg.door,
+                on_switch=lambda state: self._event("door", reason=state),
+                on_held_open=lambda s: self._event("alarm", reason=f"door held open {s:.0f} s"),
+                on_exit=lambda: self._event("door", reason="request to exit"),
+                pin_factory=self._pin_factory,
+            )
+        delivered = self.metrics.delivered if self.metrics is not None else None
+        self.outputs = build_outputs(
+            self.cfg, self.db_path, self.door, self._pin_factory, on_delivered=delivered
         )
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
             install_fail_secure()
+
+    def _start_metrics(self) -> None:
+        if self.cfg.metrics.listen and self.metrics is None:
+            from .metrics import Metrics
+
+            self.metrics = Metrics(self.cfg.metrics.listen, self)
+
+    def _start_mqtt(self) -> None:
+        if self.cfg.mqtt.host and self.mqtt is None:
+            from .mqtt import MqttBridge
+
+            self.mqtt = MqttBridge(self.cfg, self.db_path, self)
 
     def _start_voice(self) -> None:
         if self.voice is None and self.cfg.voice.enabled:
@@ -339,12 +363,16 @@ class Daemon:
             self.process(frame)
         except Exception:
             self.failed_frames += 1
+            if self.metrics is not None:
+                self.metrics.failed()
             if not self._frames_failing:
                 self._frames_failing = True
                 log.exception("frame %d not processed; dropping frames that fail", frame.index)
             return False
         self.frame_ms.append((time.perf_counter() - t0) * 1000.0)
         self.latency_ms.append((time.monotonic() - frame.t_mono) * 1000.0)
+        if self.metrics is not None:
+            self.metrics.frame(self.frame_ms[-1] / 1000.0, self.latency_ms[-1] / 1000.0)
         self.frames += 1
         if self._frames_failing:
             self._frames_failing = False
@@ -389,8 +417,8 @@ class Daemon:
         self.decisions.append(d)
         self.counts[d.decision] += 1
         if d.decision == "granted":
-            assert self.door is not None
-            self.door.unlock()
+            if self.outputs is not None:  # only a queue put: the outputs have their own threads
+                self.outputs.grant(Grant(d.name, d.person_id, time.monotonic()))
             if self.voice is not None:
                 self.voice.greet(d.display_name or d.name or "")
         elif d.name is not None and self.voice is not None:
@@ -449,6 +477,10 @@ class Daemon:
     def _event(self, kind: str, **fields: Any) -> None:
         if self.events is not None:
             self.events.put(kind, **fields)
+        if self.metrics is not None:
+            self.metrics.event(kind, fields)
+        if self.mqtt is not None:
+            self.mqtt.nudge()
 
     # -- housekeeping: watchdog, reloads, status ----------------------------------
 
@@ -592,6 +624,12 @@ class Daemon:
         self.stop.set()
         if self.door is not None:
             self.door.close()
+        if self.outputs is not None:
+            self.outputs.close()
+        if self.mqtt is not None:
+            if self.events is not None:
+                self.events.flush(2.0)  # the last events reach the broker if it is up
+            self.mqtt.close()
         if self.grabber is not None:
             self.grabber.close()
         if self.voice is not None:
@@ -605,6 +643,8 @@ class Daemon:
             self.events.close()
         if self.gallery is not None:
             self.gallery.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def __enter__(self) -> Daemon:
         return self.start()

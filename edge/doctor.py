@@ -84,6 +84,25 @@ def check_gpio(cfg: Config) -> Check:
         return Check("gpio", False, f"gpiozero not importable ({e})")
 
 
+def check_outputs(cfg: Config) -> Check:
+    """What a grant drives; an empty list is a kiosk, which is fine but worth saying."""
+    outs = list(cfg.door.outputs)
+    if not outs:
+        return Check("outputs", True, "none: kiosk mode (greet and log only, no door is driven)")
+    parts = []
+    for o in outs:
+        if o == "relay":
+            parts.append(f"relay on BCM {cfg.door.pin}")
+        elif o == "wiegand":
+            w = cfg.wiegand
+            parts.append(f"wiegand {w.format}-bit on D0 BCM {w.d0_pin}, D1 BCM {w.d1_pin}")
+        elif o == "osdp":
+            parts.append(f"osdp reader {cfg.osdp.address} on {cfg.osdp.device}")
+            if cfg.osdp.device is None:
+                return Check("outputs", False, "osdp: set osdp.device (the RS-485 serial line)")
+    return Check("outputs", True, ", ".join(parts))
+
+
 def check_tts(cfg: Config) -> Check:
     exe = shutil.which("espeak-ng") or shutil.which("espeak")
     if not exe:
@@ -199,6 +218,7 @@ def run_checks(cfg: Config, db: Path) -> list[Check]:
         check_runtime(cfg),
         check_camera(cfg),
         check_gpio(cfg),
+        check_outputs(cfg),
         check_tts(cfg),
         check_key(cfg, db),
         check_database(cfg, db),

@@ -1,0 +1,225 @@
+"""OSDP reader output (a PD on RS-485): grants reported to the panel as card reads.
+
+With ``osdp`` in ``door.outputs`` edge-access is an OSDP reader at
+``osdp.address`` on ``osdp.device`` (an RS-485 HAT's UART) at ``osdp.baud``.
+libosdp (its Python bindings, imported only then) runs the protocol; its own
+thread polls the line every 20 ms.
+
+* Secure channel: with the SCBK (16 bytes, 32 hex digits) from the systemd
+  credential ``osdp-scbk`` or ``osdp.scbk_file`` (which must be mode 0600),
+  the channel is enforced; without one the line is plain (logged loudly).
+* A grant sends that person's card (``edge set NAME --card``, laid out as
+  ``wiegand.format``) as a raw Wiegand card read.
+* The panel's LED and buzzer commands are logged; the LED drives
+  ``osdp.led_pin`` when set. Its output commands drive the door relay, when
+  there is one: on (permanent or timed) unlocks, off locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import termios
+import threading
+import tty
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, HardwareError
+from .wiegand import encode
+
+if TYPE_CHECKING:
+    from .cards import CardLookup
+    from .outputs import Grant
+
+__all__ = ["OsdpOutput", "card_bytes", "load_scbk"]
+
+log = logging.getLogger(__name__)
+
+_BAUDS = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400,
+          57600: termios.B57600, 115200: termios.B115200}
+
+
+def card_bytes(bits: list[int]) -> bytes:
+    """Wiegand bits packed most significant first, the last byte padded with zeros."""
+    padded = bits + [0] * (-len(bits) % 8)
+    return bytes(int("".join(map(str, padded[i:i + 8])), 2) for i in range(0, len(padded), 8))
+
+
+def load_scbk(cfg: Any) -> bytes | None:
+    """The secure channel base key: credential ``osdp-scbk``, else ``osdp.scbk_file``, else None."""
+    cred = os.environ.get("CREDENTIALS_DIRECTORY")
+    path: Path | None = None
+    if cred and (Path(cred) / "osdp-scbk").is_file():
+        path = Path(cred) / "osdp-scbk"
+    elif cfg.osdp.scbk_file is not None:
+        path = cfg.path(cfg.osdp.scbk_file)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError as e:
+            raise ConfigError(f"osdp.scbk_file {path}: cannot read ({e.strerror})") from None
+        if mode & 0o077:
+            raise ConfigError(f"osdp.scbk_file {path}: mode {oct(mode)}, must be 0600")
+    if path is None:
+        return None
+    text = path.read_text().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 16:
+        raise ConfigError(f"{path}: the SCBK must be 32 hex digits (16 bytes)")
+    return key
+
+
+class _Serial:
+    """The serial line as libosdp's Channel: raw, non-blocking, at the configured speed."""
+
+    def __init__(self, device: str, baud: int) -> None:
+        try:
+            self.fd = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as e:
+            raise HardwareError(f"osdp.device {device}: cannot open ({e.strerror})") from None
+        try:
+            tty.setraw(self.fd)
+            attrs = termios.tcgetattr(self.fd)
+            attrs[4] = attrs[5] = _BAUDS[baud]
+            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+        except termios.error as e:
+            os.close(self.fd)
+            raise HardwareError(f"osdp.device {device}: not a serial line ({e})") from None
+
+    def read(self, max_bytes: int) -> bytes:
+        try:
+            return os.read(self.fd, max_bytes)
+        except (BlockingIOError, OSError):
+            return b""
+
+    def write(self, buf: bytes) -> int:
+        try:
+            return os.write(self.fd, buf)
+        except (BlockingIOError, OSError):
+            return 0
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class OsdpOutput:
+    """An OSDP PD: reports grants as card reads and follows the panel's commands."""
+
+    name = "osdp"
+
+    def __init__(
+        self,
+        cfg: Any,
+        cards: CardLookup,
+        *,
+        door: Any = None,
+        pin_factory: Any = None,
+        on_command: Any = None,
+    ) -> None:
+        import osdp
+
+        o = cfg.osdp
+        if o.device is None:
+            raise ConfigError("osdp.device: set it to the RS-485 serial device (e.g. /dev/ttyAMA0)")
+        self.bits = cfg.wiegand.format
+        self.cards = cards
+        self.door = door
+        self._on_command = on_command
+        self.commands: list[dict[str, Any]] = []
+        self._osdp = osdp
+        scbk = load_scbk(cfg)
+        if scbk is None:
+            log.warning("osdp: no SCBK (osdp.scbk_file or credential osdp-scbk): "
+                        "the line to the panel is NOT encrypted")
+        self._led: Any = None
+        if o.led_pin is not None:
+            from gpiozero import DigitalOutputDevice
+
+            self._led = DigitalOutputDevice(o.led_pin, pin_factory=pin_factory)
+        self._serial = _Serial(str(o.device), o.baud)
+        Cap = osdp.Capability
+        caps = osdp.PDCapabilities([
+            (Cap.CardDataFormat, 1, 1), (Cap.LEDControl, 1, 1), (Cap.AudibleControl, 1, 1),
+            (Cap.OutputControl, 1, 1), (Cap.CommunicationSecurity, 1 if scbk else 0, 1)])
+        channel = type("EdgeChannel", (osdp.Channel,), {
+            "read": lambda _s, n: self._serial.read(n),
+            "write": lambda _s, b: self._serial.write(b),
+            "flush": lambda _s: None,
+        })()
+        flags = [osdp.LibFlag.EnforceSecure] if scbk else []
+        info = osdp.PDInfo(o.address, channel, scbk=scbk, flags=flags, name="edge-access")
+        self.pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning)
+        self.pd.start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._commands, name="osdp-commands", daemon=True)
+        self._thread.start()
+        log.info("osdp: reader at address %d on %s, %d baud", o.address, o.device, o.baud)
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.pd.is_sc_active())
+
+    def grant(self, g: Grant) -> None:
+        card = self.cards.card(g.person_id) if g.person_id is not None else None
+        if card is None:
+            log.warning("osdp: %s has no card number; nothing reported", g.name or "?")
+            return
+        bits = encode(card, self.bits)
+        ev = {"event": self._osdp.Event.CardRead, "reader_no": 0,
+              "format": self._osdp.CardFormat.Wiegand, "direction": 0,
+              "length": len(bits), "data": card_bytes(bits)}
+        if not self.pd.submit_event(ev):
+            raise HardwareError("osdp: the card read could not be queued for the panel")
+        log.info("osdp: reported card %s for %s", card, g.name)
+
+    def _commands(self) -> None:
+        while not self._stop.is_set():
+            cmd = self.pd.get_command(0.5)
+            if cmd is None:
+                continue
+            try:
+                self._follow(cmd)
+            except Exception:
+                log.exception("osdp: command %r not followed", cmd)
+
+    def _follow(self, cmd: dict[str, Any]) -> None:
+        C = self._osdp.Command
+        kind = cmd.get("command")
+        self.commands.append(cmd)
+        if kind == C.LED:
+            on = cmd.get("on_color", 0) != self._osdp.CommandLEDColor.Black
+            log.info("osdp: panel LED %s (%s)", "on" if on else "off", cmd)
+            if self._led is not None:
+                self._led.value = on
+        elif kind == C.Buzzer:
+            log.info("osdp: panel buzzer (%s)", cmd)
+        elif kind == C.Output:
+            code = cmd.get("control_code")
+            log.info("osdp: panel output %s code %s", cmd.get("output_no"), code)
+            if self.door is not None:
+                if code in (2, 4):  # permanent on
+                    self.door.unlock()
+                elif code == 5:  # temporary on, timer in units of 100 ms
+                    self.door.unlock(max(0.1, cmd.get("timer_count", 0) / 10))
+                elif code in (1, 3, 6):  # off
+                    self.door.lock()
+        if self._on_command is not None:
+            self._on_command(cmd)
+
+    def lock(self) -> None:
+        """The panel owns the lock; nothing to do here."""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.pd.teardown()
+        self._serial.close()
+        if self._led is not None:
+            self._led.close()
