@@ -173,6 +173,20 @@ class DoorConfig(_Section):
     #: The door's name in MQTT and Home Assistant; None = the host name.
     name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
+    @model_validator(mode="after")
+    def _one_job_per_pin(self) -> Self:
+        """Two devices on one pin fail only at start (GPIOPinInUse) or, worse, not at all."""
+        jobs: dict[int, str] = {}
+        for key, job in (("pin", "the relay"), ("contact_pin", "the door contact"),
+                         ("exit_button_pin", "the exit button")):
+            pin = getattr(self, key)
+            if pin is None:
+                continue
+            if pin in jobs:
+                raise ValueError(f"{key} {pin} is already {jobs[pin]}: pins must be distinct")
+            jobs[pin] = f"{job}'s pin (door.{key})"
+        return self
+
 
 class WiegandConfig(_Section):
     """A Wiegand reader output to a panel (edge/wiegand.py)."""
@@ -211,20 +225,6 @@ class MqttConfig(_Section):
     topic_prefix: str = Field("edge-access", min_length=1, pattern=r"^[^#+\s]+$")
     discovery_prefix: str = Field("homeassistant", min_length=1, pattern=r"^[^#+\s]+$")
     allow_remote_unlock: bool = False
-
-    @model_validator(mode="after")
-    def _one_job_per_pin(self) -> Self:
-        """Two devices on one pin fail only at start (GPIOPinInUse) or, worse, not at all."""
-        jobs: dict[int, str] = {}
-        for key, job in (("pin", "the relay"), ("contact_pin", "the door contact"),
-                         ("exit_button_pin", "the exit button")):
-            pin = getattr(self, key)
-            if pin is None:
-                continue
-            if pin in jobs:
-                raise ValueError(f"{key} {pin} is already {jobs[pin]}: pins must be distinct")
-            jobs[pin] = f"{job}'s pin (door.{key})"
-        return self
 
 
 class VoiceConfig(_Section):
@@ -298,6 +298,27 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     #: The folder relative paths are resolved against (the config file's own).
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
+
+    @model_validator(mode="after")
+    def _outputs_pins_are_free(self) -> Self:
+        """The Wiegand lines and the OSDP LED must not share a pin with the door's devices."""
+        d = self.door
+        taken = {p: f"door.{k}" for k, p in (("pin", d.pin), ("contact_pin", d.contact_pin),
+                                              ("exit_button_pin", d.exit_button_pin))
+                 if p is not None}
+        mine: list[tuple[str, int | None]] = []
+        if "wiegand" in d.outputs:
+            w = self.wiegand
+            mine += [("wiegand.d0_pin", w.d0_pin), ("wiegand.d1_pin", w.d1_pin)]
+        if "osdp" in d.outputs:
+            mine.append(("osdp.led_pin", self.osdp.led_pin))
+        for key, pin in mine:
+            if pin is None:
+                continue
+            if pin in taken:
+                raise ValueError(f"{key} {pin} is already {taken[pin]}: pins must be distinct")
+            taken[pin] = key
+        return self
 
     def path(self, p: Path | str) -> Path:
         """Resolve a configured path: absolute as given, else below ``base_dir``."""
