@@ -58,7 +58,10 @@ def test_relay_wiegand_mqtt_and_metrics_at_once(site, tmp_path, engine):
         assert ready.wait(120)
         assert wait_for(lambda: [e for e in sub.events() if e.get("decision") == "granted"], 120)
         assert wait_for(lambda: len(wiegand_bits(factory, cfg.wiegand)) == 26, 30)
+        # Metrics are counted in batches off the frame loop: wait for both to land.
         assert wait_for(lambda: scrape(port).get("edge_door_unlocks_total") == 1, 30)
+        wiegand_done = 'edge_output_delivery_seconds_count{output="wiegand"}'
+        assert wait_for(lambda: scrape(port).get(wiegand_done) == 1, 30)
         scraped = scrape(port)
     finally:
         daemon.stop.set()
