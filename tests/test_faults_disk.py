@@ -143,9 +143,10 @@ def child(data: Path) -> None:
             "spill_exists": daemon.events.spill_path.exists(),
             "relay": [bool(s.state) for s in factory.pin(cfg.door.pin).states],
         }
+        kept = events.accepted
         filler.unlink()
-        # The five kept events, then "recovered", all written before the second pass.
-        assert wait_for(lambda: events.accepted >= 6 and events.flush(0.1))
+        # The kept events, then "recovered", all written before the second pass.
+        assert wait_for(lambda: events.accepted >= kept + 1 and events.flush(0.1))
         second_pass.set()
 
     def guarded() -> None:
@@ -207,19 +208,25 @@ def test_a_full_disk_stops_snapshots_never_decisions_and_loses_no_event(tmp_path
     assert full["relay"] == [False, True, False]
     assert full["snapshots"] == []
     assert full["events_in_table"] == []
-    assert full["failing"] and full["waiting"] >= 5 and not full["spill_exists"]
+    assert full["failing"] and full["waiting"] >= 4 and not full["spill_exists"]
 
     # After: every event, in order, between the two storage events; snapshots again.
+    # (Whether Lin's first frames are denied before he is recognised depends on
+    # the embedder; the grant, the relay and the storage events do not.)
     events = after["events"]
-    assert [(e["kind"], e["decision"] or e["reason"].split(":")[0]) for e in events] == [
+    kinds = [(e["kind"], e["decision"] or e["reason"].split(":")[0]) for e in events]
+    assert [k for k in kinds if k != ("access", "denied")] == [
         ("storage", "low"),
-        ("access", "denied"), ("access", "granted"), ("door", "unlocked"), ("door", "locked"),
+        ("access", "granted"), ("door", "unlocked"), ("door", "locked"),
         ("storage", "recovered"),
-        ("access", "denied"), ("access", "granted"), ("door", "unlocked"), ("door", "locked"),
+        ("access", "granted"), ("door", "unlocked"), ("door", "locked"),
     ]
+    assert full["waiting"] == kinds.index(("storage", "recovered"))  # none lost while full
     assert [e["mono"] for e in events] == sorted(e["mono"] for e in events)
     assert after["relay"] == [False, True, False, True, False]
-    assert len(after["snapshots"]) == 1  # the unknown face of the second pass only
+    # A refusal's snapshot is kept only once the disk has room: the second pass's only.
+    second_denials = kinds[kinds.index(("storage", "recovered")):].count(("access", "denied"))
+    assert len(after["snapshots"]) == second_denials
     assert after["frames"] == 2 * CLIP_FRAMES
     assert out.count("storage low") == 1 and out.count("storage ok again") == 1, out
     assert out.count("cannot write yet") == 1 and out.count("cannot spill") == 1, out
