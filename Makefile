@@ -21,7 +21,7 @@ VENV_FLAGS  :=
 CONSTRAINTS :=
 endif
 
-.PHONY: help venv models system-deps run test lint bench clean reference-venv
+.PHONY: help venv models system-deps test-deps run test lint bench clean reference-venv
 
 help:
 	@echo "make run    - start the door daemon on config.yaml"
@@ -39,7 +39,8 @@ venv: $(STAMP)
 
 # espeak-ng speaks the greeting; mosquitto is the broker the MQTT tests start.
 # Each is installed when missing and we are root.
-system-deps:
+# mosquitto is only for the MQTT tests: a door never needs a broker of its own.
+test-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing mosquitto (for the MQTT tests)"; \
@@ -48,6 +49,8 @@ system-deps:
 	    echo "warning: mosquitto is missing, the MQTT tests are skipped (sudo apt-get install mosquitto)"; \
 	  fi; \
 	fi
+
+system-deps:
 	@if ! command -v espeak-ng >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing espeak-ng"; \
@@ -93,7 +96,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check edge tests scripts
 	$(BIN)/mypy edge
 
-test: $(STAMP) system-deps models lint $(REFERENCE_STAMP)
+test: $(STAMP) system-deps test-deps models lint $(REFERENCE_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) models
