@@ -37,9 +37,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# espeak-ng speaks the greeting; mosquitto is the broker the MQTT tests start.
-# Each is installed when missing and we are root.
-# mosquitto is only for the MQTT tests: a door never needs a broker of its own.
+# mosquitto is the broker the MQTT tests start (installed when missing and we
+# are root); only make test needs it: a door never needs a broker of its own.
 test-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -50,6 +49,7 @@ test-deps:
 	  fi; \
 	fi
 
+# espeak-ng speaks the greeting; installed when missing and we are root.
 system-deps:
 	@if ! command -v espeak-ng >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
