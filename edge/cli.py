@@ -231,8 +231,15 @@ def list_(ctx: Ctx) -> None:
         redo = "\tneeds re-enrollment" if p.name in stale else ""
         click.echo(
             f"{p.name}\t{p.display_name or p.name}\t{state}\t{p.templates} template(s)"
-            f"{window}{redo}"
+            f"{window}{_rule_text(p)}{redo}"
         )
+
+
+def _rule_text(p: Any) -> str:
+    """A person's access rule for ``edge list``: nothing when they may use every door, always."""
+    doors = f" doors {p.doors}" if p.doors is not None else ""
+    schedule = f" schedule {p.schedule}" if p.schedule is not None else ""
+    return doors + schedule
 
 
 @main.command()
@@ -288,6 +295,12 @@ def _field(value: str | None) -> Any:
 @click.option("--valid-from", help="ISO-8601 time from which NAME may enter ('none': no limit).")
 @click.option("--valid-until", help="ISO-8601 time until which NAME may enter ('none': no limit).")
 @click.option("--card", help="FACILITY:CARD sent by a Wiegand output on a grant ('none' clears).")
+@click.option("--doors", help="Doors NAME may use, e.g. front,lab ('all': every door).")
+@click.option(
+    "--schedule",
+    help="When NAME may enter, in the door's time zone, e.g. 'mon-fri 07:00-19:00, sat"
+    " 09:00-13:00' ('always': no schedule).",
+)
 @common
 def set_(
     ctx: Ctx,
@@ -297,18 +310,38 @@ def set_(
     valid_from: str | None,
     valid_until: str | None,
     card: str | None,
+    doors: str | None,
+    schedule: str | None,
 ) -> None:
-    """Change NAME's greeting name, notes, validity window or card (audited)."""
+    """Change NAME's greeting name, notes, validity window, access rule or card (audited)."""
+    from .gallery import KEEP
+    from .rules import parse_doors, parse_schedule
+
+    # Parsed before anything is written: a bad rule changes nothing, the card included.
+    door_set = KEEP if doors is None else parse_doors(doors)
+    sched: Any = KEEP
+    if schedule is not None:
+        parsed = parse_schedule(schedule)
+        sched = None if parsed.always else parsed
+    rule_given = doors is not None or schedule is not None
     if card is not None:
         from .cards import set_card
 
         with ctx.gallery() as g:
             c = set_card(g, name, _field(card), ctx.cfg.wiegand.format)
         ctx.emit({"name": name, "card": c and str(c)}, f"{name}: card {c or 'none'}")
-        if display_name is None and notes is None and valid_from is None and valid_until is None:
-            return
-    if display_name is None and notes is None and valid_from is None and valid_until is None:
-        fail("give at least one of --display-name, --notes, --valid-from, --valid-until, --card", 2)
+    nothing = (
+        display_name is None and notes is None and valid_from is None and valid_until is None
+        and not rule_given
+    )
+    if card is not None and nothing:
+        return
+    if nothing:
+        fail(
+            "give at least one of --display-name, --notes, --valid-from, --valid-until,"
+            " --doors, --schedule, --card",
+            2,
+        )
     with ctx.gallery() as g:
         p = g.update(
             name,
@@ -316,9 +349,14 @@ def set_(
             notes=_field(notes),
             valid_from=_field(valid_from),
             valid_until=_field(valid_until),
+            doors=door_set,
+            schedule=sched,
         )
     window = f"{p.valid_from or '…'} to {p.valid_until or '…'}"
-    ctx.emit(p.__dict__, f"{p.name}: greeted as {p.display_name or p.name}, valid {window}")
+    rule = f", doors {p.doors or 'all'}, schedule {p.schedule or 'always'}"
+    ctx.emit(
+        p.__dict__, f"{p.name}: greeted as {p.display_name or p.name}, valid {window}{rule}"
+    )
 
 
 def _set_active(ctx: Ctx, name: str, active: bool) -> None:

@@ -172,6 +172,16 @@ class DoorConfig(_Section):
     outputs: tuple[Literal["relay", "wiegand", "osdp"], ...] = ("relay",)
     #: The door's name in MQTT and Home Assistant; None = the host name.
     name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    #: The IANA time zone access schedules are read in (edge/rules.py); None = the system's.
+    timezone: str | None = Field(None, min_length=1, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        from .rules import zone
+
+        zone(v)  # a RuleError (a ValueError) names the zone
+        return v
 
     @model_validator(mode="after")
     def _one_job_per_pin(self) -> Self:

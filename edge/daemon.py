@@ -48,6 +48,7 @@ from .events import EventWriter
 from .gallery import Gallery, open_gallery
 from .outputs import Grant, Outputs
 from .reload import plan_reload
+from .rules import Place, zone
 from .snapshots import SnapshotStore
 from .storage import StorageMonitor
 
@@ -130,6 +131,7 @@ class Daemon:
         self._last_purge = -float("inf")
         self._fps_window: deque[float] = deque(maxlen=60)
         self._watchdog = notify.watchdog_interval()
+        self.place = door_place(cfg)
 
     # -- start-up --------------------------------------------------------------
 
@@ -220,7 +222,12 @@ class Daemon:
     def _start_gallery(self) -> None:
         self.gallery = open_gallery(self.cfg, self.db_path)
         self.backups = Backups(self.db_path, self.cfg)
-        self.matcher = self.gallery.matcher(self.cfg.match, self.engine.embedder.model_id)
+        self.matcher = self._build_matcher()
+
+    def _build_matcher(self) -> Any:
+        """A matcher over the gallery for the running embedder, judging rules at this door."""
+        assert self.gallery is not None
+        return self.gallery.matcher(self.cfg.match, self.engine.embedder.model_id, self.place)
 
     def _start_snapshots(self) -> None:
         """Snapshots of refused faces, if decision.snapshot_dir is set; old ones purged now."""
@@ -459,7 +466,11 @@ class Daemon:
         """
         assert self.gallery is not None
         try:
-            why = "no person id" if d.person_id is None else self.gallery.may_enter(d.person_id)
+            why = (
+                "no person id"
+                if d.person_id is None
+                else self.gallery.may_enter(d.person_id, place=self.place)
+            )
         except EdgeError as e:
             log.warning("grant for %s refused: gallery unreadable (%s)", d.name, e)
             why = "gallery unreadable"
@@ -504,7 +515,7 @@ class Daemon:
         assert self.gallery is not None
         try:
             if self.gallery.changed(self.matcher.generation):
-                self.matcher = self.gallery.matcher(self.cfg.match, self.engine.embedder.model_id)
+                self.matcher = self._build_matcher()
                 log.info("gallery changed: %d people", self.matcher.person_count)
             if self._gallery_failing:
                 self._gallery_failing = False
@@ -557,7 +568,7 @@ class Daemon:
         self._start_snapshots()
         assert self.gallery is not None
         try:
-            self.matcher = self.gallery.matcher(cfg.match, self.engine.embedder.model_id)
+            self.matcher = self._build_matcher()
         except EdgeError as e:
             log.warning("gallery not reloaded (%s); keeping the people already loaded", e)
         if self.voice is not None and hasattr(self.voice, "config"):
@@ -651,6 +662,13 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def door_place(cfg: Config) -> Place:
+    """This door's name (``door.name``, else the host name) and time zone, for access rules."""
+    from .mqtt import door_name
+
+    return Place(door_name(cfg), zone(cfg.door.timezone))
 
 
 def _round(v: float | None) -> float | None:

@@ -74,6 +74,7 @@ from .records import (
     now_iso,
     person_row,
 )
+from .rules import Place, Rule, Schedule, doors_column
 from .sealing import (
     LEGACY_MODEL_ID,
     SealedTemplates,
@@ -112,6 +113,14 @@ class Person:
     notes: str | None
     created: str
     templates: int
+    #: Access rule (:mod:`edge.rules`): door names joined by commas (None = every
+    #: door) and the canonical weekly schedule (None = always).
+    doors: str | None = None
+    schedule: str | None = None
+
+    @property
+    def rule(self) -> Rule:
+        return Rule.from_columns(self.doors, self.schedule)
 
 
 @dataclass(frozen=True)
@@ -252,12 +261,22 @@ def _v4_templates_know_their_model(g: Gallery) -> None:
         g._audit("migrate", None, schema=4, templates_tagged=tagged, model_id=LEGACY_MODEL_ID)
 
 
+def _v5_access_rules(g: Gallery) -> None:
+    """Per-person access rules (:mod:`edge.rules`): the doors they may use and a weekly
+    schedule, both NULL (every door, always) for everyone already enrolled."""
+    g.db.executescript(
+        "ALTER TABLE people ADD COLUMN doors TEXT;"
+        " ALTER TABLE people ADD COLUMN schedule TEXT;"
+    )
+
+
 #: Schema migrations in order; after ``MIGRATIONS[i]`` the schema is version ``i + 1``.
 MIGRATIONS: list[Callable[[Gallery], None]] = [
     _v1_initial,
     _v2_validity_and_audit,
     _v3_seal_templates,
     _v4_templates_know_their_model,
+    _v5_access_rules,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -634,11 +653,15 @@ class Gallery(SealedTemplates):
         notes: str | _Keep | None = KEEP,
         valid_from: str | datetime | _Keep | None = KEEP,
         valid_until: str | datetime | _Keep | None = KEEP,
+        doors: frozenset[str] | _Keep | None = KEEP,
+        schedule: Schedule | _Keep | None = KEEP,
     ) -> Person:
         """Change a person's details in one transaction; what is not given is kept.
 
         None clears a field (no display name, no notes, no limit on that side
-        of the validity window).
+        of the validity window, every door, no schedule). ``doors`` and
+        ``schedule`` are the access rule (:func:`edge.rules.parse_doors`,
+        :func:`edge.rules.parse_schedule`).
         """
         current = self.person(name)
         changes: dict[str, Any] = {}
@@ -653,6 +676,10 @@ class Gallery(SealedTemplates):
                 current.valid_until if isinstance(valid_until, _Keep) else valid_until,
             )
             changes |= {"valid_from": start, "valid_until": end}
+        if not isinstance(doors, _Keep):
+            changes["doors"] = doors_column(doors)
+        if not isinstance(schedule, _Keep):
+            changes["schedule"] = None if schedule is None else schedule.column()
         if not changes:
             return current
         with self._write("update"):
@@ -706,26 +733,30 @@ class Gallery(SealedTemplates):
             ids=np.array([r[0] for r in rows], dtype=np.int64),
         )
 
-    def may_enter(self, person_id: int, now: str | None = None) -> str | None:
+    def may_enter(
+        self, person_id: int, now: str | None = None, place: Place | None = None
+    ) -> str | None:
         """Why person ``person_id`` may not enter now (``refusal`` words), or None if they may.
 
         One primary-key read, made right before the door opens, so a person
         disabled or removed by a command that has returned is never let in
-        on the strength of a matcher built before (issue 7).
+        on the strength of a matcher built before (issue 7). At a ``place``
+        (the daemon's door) the person's access rule is checked too.
         """
         with self._read("check person"):
             row = self.db.execute(
-                "SELECT active, valid_from, valid_until FROM people WHERE id = ?", [person_id]
+                "SELECT active, valid_from, valid_until, doors, schedule FROM people WHERE id = ?",
+                [person_id],
             ).fetchone()
         if row is None:
             return "removed"
-        active, start, end = row
+        active, start, end, doors, schedule = row
         if not active:
             return "inactive"
         t = now or now_iso()
         if (start is not None and t < start) or (end is not None and t >= end):
             return "outside validity window"
-        return None
+        return Rule.from_columns(doors, schedule).refusal(place, datetime.fromisoformat(t))
 
     def generation(self) -> int:
         """The change counter: moves with every commit that touches people or templates."""
@@ -740,7 +771,12 @@ class Gallery(SealedTemplates):
         """
         return self.generation() != since
 
-    def matcher(self, config: MatchConfig | None = None, model_id: str | None = None) -> Matcher:
+    def matcher(
+        self,
+        config: MatchConfig | None = None,
+        model_id: str | None = None,
+        place: Place | None = None,
+    ) -> Matcher:
         """A :class:`Matcher` over every template of ``model_id``, from one consistent snapshot.
 
         Embeddings of two models are not comparable, so the daemon and the CLI
@@ -751,17 +787,21 @@ class Gallery(SealedTemplates):
         Disabled and out-of-window people are included; each accepted
         :class:`~edge.match.Match` carries their status and ``Match.refusal(now)``
         says whether to let them in, so windows open on time without a reload.
+        ``place`` is the door the matcher serves: access rules are judged there.
         """
         config = config or MatchConfig()
         with self._read("build matcher"):
             generation = self.generation()
             people = [
-                PersonInfo(p.id, p.name, p.display_name, p.active, p.valid_from, p.valid_until)
+                PersonInfo(
+                    p.id, p.name, p.display_name, p.active, p.valid_from, p.valid_until, p.rule
+                )
                 for p in self.people()
             ]
             t = self.templates(model_id)
         return Matcher(
-            t.embeddings, t.person_ids, people, config.threshold, config.margin, generation
+            t.embeddings, t.person_ids, people, config.threshold, config.margin, generation,
+            place=place,
         )
 
     # ------------------------------------------------------------- events

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from .rules import OPEN, Place, Rule
+
 #: Length of a face embedding.
 DIM = 128
 
@@ -118,14 +120,18 @@ class Match:
     active: bool = True
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+    rule: Rule = OPEN
+    place: Place | None = None
 
     def refusal(self, now: datetime | str | None = None) -> str | None:
         """Why access must be denied at ``now`` (default: the current UTC time), or None.
 
         One of ``"unknown"`` (not accepted), ``"inactive"`` (disabled by an
-        admin) or ``"outside validity window"``. Checked per decision, not
-        when the matcher is built, so a window opens and closes on time in a
-        daemon that runs for weeks without reloading.
+        admin), ``"outside validity window"``, or the person's access rule's
+        ``"not_this_door"`` / ``"outside_schedule"`` at the matcher's ``place``
+        (:mod:`edge.rules`). Checked per decision, not when the matcher is
+        built, so a window or schedule opens and closes on time in a daemon
+        that runs for weeks without reloading.
         """
         if not self.accepted:
             return "unknown"
@@ -136,7 +142,7 @@ class Match:
             self.valid_until is not None and t >= self.valid_until
         ):
             return "outside validity window"
-        return None
+        return self.rule.refusal(self.place, t)
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,7 @@ class PersonInfo:
     active: bool = True
     valid_from: str | datetime | None = None
     valid_until: str | datetime | None = None
+    rule: Rule = OPEN
 
 
 class Matcher:
@@ -170,6 +177,7 @@ class Matcher:
         margin: float,
         generation: int = 0,
         take: bool = False,
+        place: Place | None = None,
     ) -> None:
         """``embeddings`` (T, 128) with ``person_ids`` (T,) naming entries of ``people``.
 
@@ -177,7 +185,8 @@ class Matcher:
         the owner can ask the gallery whether it has changed since. ``take``
         hands over a C-contiguous float32 ``embeddings`` already sorted by
         person: it is normalised in place instead of copied, which halves the
-        peak memory of loading a large gallery.
+        peak memory of loading a large gallery. ``place`` is the door the
+        matches are made at: each accepted match's access rule is judged there.
         """
         emb = np.asarray(embeddings, dtype=np.float32).reshape(-1, DIM)
         ids = np.asarray(person_ids, dtype=np.int64).reshape(-1)
@@ -208,6 +217,7 @@ class Matcher:
         self.threshold = float(threshold)
         self.margin = float(margin)
         self.generation = generation
+        self.place = place
 
     def __len__(self) -> int:
         """The number of templates."""
@@ -261,4 +271,6 @@ class Matcher:
             active=p.active,
             valid_from=valid_from,
             valid_until=valid_until,
+            rule=p.rule,
+            place=self.place,
         )

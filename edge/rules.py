@@ -36,6 +36,7 @@ from .errors import EdgeError
 
 __all__ = [
     "NOT_THIS_DOOR",
+    "OPEN",
     "OUTSIDE_SCHEDULE",
     "Place",
     "Rule",
@@ -177,6 +178,10 @@ class Rule:
             if not self.schedule.allows(place.local(t)):
                 return OUTSIDE_SCHEDULE
         return None
+
+
+#: The rule of someone with no restriction: every door, always.
+OPEN = Rule()
 
 
 def doors_column(doors: frozenset[str] | None) -> str | None:
