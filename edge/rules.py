@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import EdgeError
@@ -43,6 +44,7 @@ __all__ = [
     "RuleError",
     "Schedule",
     "TimeRange",
+    "door_place",
     "parse_doors",
     "parse_schedule",
     "zone",
@@ -225,6 +227,13 @@ def parse_schedule(text: str) -> Schedule:
             where = f" {part.strip()!r}:" if len(parts) > 1 else ""
             raise RuleError(f"schedule {text!r}:{where} {e}") from None
     return Schedule(tuple(ranges))
+
+
+def door_place(cfg: Any) -> Place:
+    """This door's :class:`Place`: ``door.name`` (else the host name) and ``door.timezone``."""
+    from .mqtt import door_name  # the one rule for a door's name, shared with MQTT
+
+    return Place(door_name(cfg), zone(cfg.door.timezone))
 
 
 def zone(name: str | None) -> tzinfo | None:
