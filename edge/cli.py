@@ -937,5 +937,22 @@ def liveness(ctx: Ctx, images: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@main.command("sync")
+@click.option("--fleet", "fleet_url", help="The fleet's URL (default: $EDGE_FLEET_URL, fleet.url).")
+@common
+def sync_(ctx: Ctx, fleet_url: str | None) -> None:
+    """Bring this door up to date with its fleet now: pull changes, push events (for cron)."""
+    from .fleet.sync import DoorSync
+    from .rules import door_place
+
+    with DoorSync(ctx.cfg, ctx.db(), door=door_place(ctx.cfg).door, url=fleet_url) as s:
+        r = s.sync()
+    ctx.emit(
+        r.__dict__,
+        f"revision {r.revision}: {r.changes} change(s) for {r.people} person(s) applied,"
+        f" {r.pushed} event(s) pushed, {r.waiting} waiting",
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -48,7 +48,7 @@ from .events import EventWriter
 from .gallery import Gallery, open_gallery
 from .outputs import Grant, Outputs
 from .reload import plan_reload
-from .rules import Place, zone
+from .rules import door_place
 from .snapshots import SnapshotStore
 from .storage import StorageMonitor
 
@@ -98,6 +98,7 @@ class Daemon:
         self.outputs: Outputs | None = None
         self.metrics: Any = None
         self.mqtt: Any = None
+        self.fleet: Any = None  # edge.fleet.sync.SyncWorker when the door is in a fleet
         self.voice = voice
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
@@ -143,6 +144,7 @@ class Daemon:
             ("gallery check", self._check_gallery),
             ("gallery", self._start_gallery),
             ("events", self._start_events),
+            ("fleet", self._start_fleet),
             ("metrics", self._start_metrics),
             ("snapshots", self._start_snapshots),
             ("door", self._start_door),
@@ -245,6 +247,22 @@ class Daemon:
 
     def _start_events(self) -> None:
         self.events = EventWriter(self.db_path, memory_cap=self.cfg.storage.event_memory_cap)
+
+    def _start_fleet(self) -> None:
+        """The sync worker, when this door belongs to a fleet (psycopg is imported only then)."""
+        if self.fleet is not None or not (
+            self.cfg.fleet.url or os.environ.get("EDGE_FLEET_URL")
+        ):
+            return
+        from .fleet.sync import SyncWorker
+
+        self.fleet = SyncWorker(
+            self.cfg, self.db_path, door=self.place.door, on_change=self._gallery_moved
+        ).start()
+
+    def _gallery_moved(self) -> None:
+        """Called by the sync worker after it changed the gallery: reload at the next turn."""
+        self._last_poll = 0.0
 
     def _start_door(self) -> None:
         from .door import Door, install_fail_secure
@@ -608,6 +626,12 @@ class Daemon:
             "liveness": self.cfg.liveness.mode,
             "locked_out": self.decider.lockout.locked,
             "people": self.matcher.person_count,
+            "fleet": None if self.fleet is None else {
+                "state": self.fleet.state,
+                "revision": self.fleet.revision,
+                "events_waiting": self.fleet.waiting,
+                "error": self.fleet.last_error,
+            },
             "door_simulated": bool(getattr(self.door, "simulated", False)),
             "last_decision": last,
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -652,6 +676,8 @@ class Daemon:
             self.backups.close()
         if self.events is not None:
             self.events.close()
+        if self.fleet is not None:  # after the events: what is written is pushed next time
+            self.fleet.close()
         if self.gallery is not None:
             self.gallery.close()
         if self.metrics is not None:
@@ -662,13 +688,6 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def door_place(cfg: Config) -> Place:
-    """This door's name (``door.name``, else the host name) and time zone, for access rules."""
-    from .mqtt import door_name
-
-    return Place(door_name(cfg), zone(cfg.door.timezone))
 
 
 def _round(v: float | None) -> float | None:

@@ -1,0 +1,525 @@
+"""The door's side of the fleet: pull the centre's changes, push the door's events.
+
+A fleet door keeps deciding from its own SQLite gallery, which is a replica
+of the centre (:mod:`edge.fleet`, whose docstring is the change-log
+contract). :class:`DoorSync` brings the two together in one pass
+(:meth:`DoorSync.sync`), used by ``edge sync`` (cron, scripts, tests) and by
+the daemon's :class:`SyncWorker` thread:
+
+* **Pull**: every change after the revision the door holds, with the state it
+  points at, read from one snapshot (:func:`edge.fleet.store.pull`), is
+  applied to the gallery in ONE SQLite transaction together with the new
+  revision: a person's row, access rule and card replaced by the centre's,
+  their templates replaced by the centre's (unsealed with the fleet key,
+  re-sealed under the door's own gallery key, keeping the centre's template
+  ids); removals and erasures done as ``edge remove``/``edge forget`` do them.
+  The transaction bumps the gallery's generation, so the daemon's matcher
+  reloads as after any gallery change. A crash before the commit leaves the
+  gallery and the revision as they were; after it, both moved together. Very
+  long catch-ups are read in batches of :data:`PULL_BATCH` changes, each its
+  own transaction ending at a revision boundary, so memory stays bounded.
+* **Push**: the door's events after its push cursor, in id order, inserted at
+  the centre with the door's name and their local id under
+  ``ON CONFLICT (door, local_id) DO NOTHING``; the cursor (kept in the
+  gallery's ``meta``) moves only after the centre has committed. A crash
+  between the two pushes those events again, and the centre ignores them:
+  none is lost, none counted twice.
+* **Report**: the door's row in ``doors``: last contact, revision held,
+  events waiting, software version.
+
+The worker LISTENs on ``edge_changes`` so a change reaches an online door
+within a second or two, polls every :data:`POLL_SECONDS` as a fallback, pushes
+events within :data:`PUSH_SECONDS` of their writing, and while the centre is
+unreachable (stopped, network down, too slow: connect and statement timeouts)
+backs off exponentially up to :data:`BACKOFF_MAX_SECONDS`, saying so once per
+change of state. The frame loop never waits on any of it: the worker has its
+own connections and its own gallery handle; the daemon only gets a nudge to
+reload its matcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from .. import __version__, identity
+from ..crypto import seal
+from ..errors import EdgeError
+from ..records import EMBEDDING_BYTES
+from ..rules import RuleError, parse_schedule
+from ..sealing import _aad
+from . import store, vault
+from .connect import FleetError, FleetSettings, describe, settings
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..gallery import Gallery
+
+log = logging.getLogger("edge.fleet")
+
+#: Changes read per pull transaction (a week offline is usually far fewer).
+PULL_BATCH = 5_000
+#: Events sent per push transaction.
+PUSH_BATCH = 2_000
+#: The fallback poll, for a NOTIFY missed (it is not queued for an offline door).
+POLL_SECONDS = 30.0
+#: How soon the worker pushes an event the daemon has written.
+PUSH_SECONDS = 0.5
+#: Longest wait between attempts to reach an unreachable centre.
+BACKOFF_MAX_SECONDS = 30.0
+#: A statement the centre has not answered by then counts as the centre being down.
+STATEMENT_TIMEOUT_MS = 15_000
+#: The gallery's ``meta`` keys of the revision held and the last event pushed.
+REVISION_KEY = "fleet_revision"
+PUSHED_KEY = "fleet_pushed"
+
+_EVENT_COLUMNS = "ts, mono, kind, name, similarity, liveness, decision, reason, actor, detail"
+_INSERT_EVENT = (
+    f"INSERT INTO events (door, local_id, {_EVENT_COLUMNS})"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+    " ON CONFLICT (door, local_id) DO NOTHING"
+)
+_REPORT = """
+    INSERT INTO doors (name, last_contact, revision, events_waiting, version)
+    VALUES (%s, now(), %s, %s, %s)
+    ON CONFLICT (name) DO UPDATE SET last_contact = now(), revision = EXCLUDED.revision,
+        events_waiting = EXCLUDED.events_waiting, version = EXCLUDED.version
+"""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one :meth:`DoorSync.sync` did."""
+
+    #: The revision the door holds now.
+    revision: int
+    #: Change-log rows applied, and the people they touched.
+    changes: int
+    people: int
+    #: Events the centre took (new to it) and events still to push.
+    pushed: int
+    waiting: int
+
+
+def meta_value(g: Gallery, key: str) -> int:
+    """A counter in the gallery's ``meta`` table (0 when never set)."""
+    row = g.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_meta(g: Gallery, key: str, value: int) -> None:
+    g.db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )
+
+
+def connect(s: FleetSettings, door: str) -> psycopg.Connection[Any]:
+    """A door's connection: autocommit, and timeouts so a dead or slow centre fails fast.
+
+    ``tcp_user_timeout`` and keepalives notice a network that went away
+    (a half-open TCP connection would otherwise wait minutes);
+    ``statement_timeout`` a centre that answers too slowly.
+    """
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "connect_timeout": s.connect_timeout,
+        "application_name": f"edge door {door}",
+        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": STATEMENT_TIMEOUT_MS,
+    }
+    if s.password is not None:
+        kwargs["password"] = s.password
+    if s.sslmode is not None:
+        kwargs["sslmode"] = s.sslmode
+    if s.sslrootcert is not None:
+        kwargs["sslrootcert"] = str(s.sslrootcert)
+    try:
+        return psycopg.connect(s.url, **kwargs)
+    except psycopg.Error as e:
+        raise FleetError(f"fleet {s.where}: cannot connect: {_reason(e)}") from None
+
+
+def _reason(e: BaseException) -> str:
+    """One line for the log: a FleetError's own, a database error's first line."""
+    return str(describe(e, "sync") if isinstance(e, psycopg.Error) else e)
+
+
+class DoorSync:
+    """One door's link to the centre. Belongs to the thread that made it (like a Gallery).
+
+    ``door`` is this door's name (``door.name``, else the host name); ``url``
+    overrides the configured fleet (``--fleet``). Nothing connects until
+    :meth:`sync` (or :meth:`connect`) is called.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        db_path: str | Path,
+        *,
+        door: str,
+        url: str | None = None,
+        gallery: Gallery | None = None,
+    ) -> None:
+        from ..gallery import open_gallery
+
+        self.cfg = cfg
+        self.door = door
+        self.settings = settings(cfg, url)
+        self.key = vault.load_key(cfg)
+        self.gallery = gallery if gallery is not None else open_gallery(
+            cfg, db_path, actor=f"fleet sync ({door})")
+        self._own_gallery = gallery is None
+        self.conn: psycopg.Connection[Any] | None = None
+        self._first = True  # registered in ``doors`` on this connection yet?
+
+    # ------------------------------------------------------------- connection
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """The connection to the centre, made (and the fleet key checked) if needed."""
+        if self.conn is None or self.conn.closed:
+            conn = connect(self.settings, self.door)
+            try:
+                vault.check_key(conn, self.key, str(vault.key_path(self.cfg)))
+            except BaseException:
+                conn.close()
+                raise
+            self.conn = conn
+        return self.conn
+
+    def disconnect(self) -> None:
+        self._first = True
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def close(self) -> None:
+        self.disconnect()
+        if self._own_gallery:
+            self.gallery.close()
+
+    def __enter__(self) -> DoorSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- one pass
+
+    @property
+    def revision(self) -> int:
+        """The revision this door's gallery holds."""
+        with self.gallery._read("read fleet revision"):
+            return meta_value(self.gallery, REVISION_KEY)
+
+    def waiting(self) -> int:
+        """Events written at this door that the centre has not confirmed yet."""
+        g = self.gallery
+        with g._read("count events to push"):
+            cursor = meta_value(g, PUSHED_KEY)
+            return int(g.db.execute(
+                "SELECT count(*) FROM events WHERE id > ?", [cursor]).fetchone()[0])
+
+    def sync(self, *, pull: bool = True) -> SyncResult:
+        """Report, pull (unless ``pull`` is False), push, report: one pass; FleetError if the
+        centre cannot be reached. The first report registers the door (its events are
+        accepted only once it is in ``doors``)."""
+        try:
+            changes = people = 0
+            if self._first:
+                self.report()
+                self._first = False
+            if pull:
+                changes, people = self.pull()
+            pushed = self.push()
+            waiting = self.waiting()
+            self.report(waiting)
+        except psycopg.Error as e:  # a connection lost halfway
+            self.disconnect()
+            raise describe(e, "sync") from None
+        except FleetError:
+            self.disconnect()
+            raise
+        return SyncResult(self.revision, changes, people, pushed, waiting)
+
+    def pull(self) -> tuple[int, int]:
+        """Apply every change after the held revision; (changes, people) applied."""
+        conn = self.connect()
+        changes = people = 0
+        while True:
+            held = self.revision
+            p = store.pull(conn, held, self.key, limit=PULL_BATCH)
+            if not p.changes:
+                return changes, people
+            done = apply(self.gallery, p, held)
+            if done is None:
+                continue  # another sync applied it first: read again from its revision
+            people += done
+            changes += len(p.changes)
+            if len(p.changes) < PULL_BATCH:
+                return changes, people
+
+    def push(self) -> int:
+        """Send the events after the push cursor, oldest first; how many were new to the centre."""
+        conn = self.connect()
+        g = self.gallery
+        total = 0
+        while True:
+            with g._read("read events to push"):
+                cursor = meta_value(g, PUSHED_KEY)
+                rows = g.db.execute(
+                    f"SELECT id, {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                    [cursor, PUSH_BATCH],
+                ).fetchall()
+            if not rows:
+                return total
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(_INSERT_EVENT, [(self.door, *r) for r in rows])
+                total += max(cur.rowcount, 0)
+            # The centre has committed: only now does the cursor move.
+            with g._write("advance push cursor", content=False):
+                _set_meta(g, PUSHED_KEY, int(rows[-1][0]))
+            if len(rows) < PUSH_BATCH:
+                return total
+
+    def report(self, waiting: int | None = None) -> None:
+        """Tell the centre this door is alive, what it holds and what it still has to send."""
+        conn = self.connect()
+        conn.execute(_REPORT, [self.door, self.revision,
+                               self.waiting() if waiting is None else waiting, __version__])
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def apply(g: Gallery, p: store.Pull, held: int) -> int | None:
+    """Apply the pull ``p`` (read after revision ``held``) in one transaction; people touched.
+
+    None, writing nothing, if the gallery's revision moved meanwhile (an
+    ``edge sync`` beside the daemon's worker): the caller reads again from there.
+    """
+    from ..gallery import _Unchanged
+
+    key = g._sealing_key()
+    forgot = False
+    last = p.last
+    try:
+        with g._write("fleet sync"):
+            if meta_value(g, REVISION_KEY) != held:
+                raise _Unchanged
+            _apply(g, p, key, last)
+            forgot = any(c.kind == "forget" for c in last)
+    except _Unchanged:
+        return None
+    if forgot:
+        g._checkpoint()  # an erased person's pages out of the WAL, as edge forget does
+    return len(last)
+
+
+def _apply(g: Gallery, p: store.Pull, key: bytes, last: tuple[store.Change, ...]) -> None:
+    """The writes of :func:`apply`, inside its transaction."""
+    names = {identity.name_key(n): int(i)
+             for i, n in g.db.execute("SELECT id, name FROM people").fetchall()}
+    for c in last:
+        if c.kind == "person":
+            person = p.people.get(c.person_id)
+            if person is not None:
+                _put_person(g, key, person, p.templates.get(c.person_id, ()), names)
+        else:
+            _drop_person(g, c.person_id, names)
+    _set_meta(g, REVISION_KEY, p.revision)
+    g._audit("sync", None, revision=p.revision, changes=len(p.changes), people=len(last))
+
+
+def _drop_person(g: Gallery, person_id: int, names: dict[str, int]) -> None:
+    g.db.execute("DELETE FROM templates WHERE person_id = ?", [person_id])
+    g.db.execute("DELETE FROM people WHERE id = ?", [person_id])
+    for k in [k for k, v in names.items() if v == person_id]:
+        del names[k]
+
+
+def _put_person(
+    g: Gallery,
+    key: bytes,
+    person: store.FleetPerson,
+    templates: tuple[store.FleetTemplate, ...],
+    names: dict[str, int],
+) -> None:
+    """Make the local copy of ``person`` the centre's: row, rule, card and templates."""
+    pid = person.id
+    name_key = identity.name_key(person.name)
+    other = names.get(name_key)
+    if other is not None and other != pid:  # a stale local row under that name: the centre wins
+        _drop_person(g, other, names)
+    for k in [k for k, v in names.items() if v == pid and k != name_key]:
+        del names[k]  # renamed
+    names[name_key] = pid
+    schedule, active = person.schedule, person.active
+    if schedule is not None:
+        try:
+            schedule = parse_schedule(schedule).column()
+        except RuleError as e:  # the centre checks schedules; fail secure if one slips by
+            log.warning("fleet: %s: %s; disabled at this door", person.name, e)
+            schedule, active = None, False
+    row = {
+        "id": pid,
+        "name": identity.nfc(person.name),
+        "display_name": person.display_name,
+        "active": int(active),
+        "created": person.created,
+        "valid_from": person.valid_from,
+        "valid_until": person.valid_until,
+        "notes": person.notes,
+        "doors": None if person.doors is None else ",".join(sorted(person.doors)),
+        "schedule": schedule,
+    }
+    g.db.execute(
+        f"INSERT INTO people ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
+        " ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in row if c != "id"),
+        list(row.values()),
+    )
+    _put_card(g, pid, person.card_facility, person.card_number)
+    g.db.execute("DELETE FROM templates WHERE person_id = ?", [pid])
+    if templates:
+        ids = [t.id for t in templates]
+        g.db.execute(  # a local-only template holding a central id (should not happen)
+            f"DELETE FROM templates WHERE id IN ({', '.join('?' * len(ids))})", ids)
+    rows = []
+    for t in templates:
+        if len(t.embedding) != EMBEDDING_BYTES:
+            raise FleetError(f"fleet template {t.id} ({person.name}): not an embedding")
+        rows.append((t.id, pid, seal(key, t.embedding, _aad(pid, t.id)), t.quality,
+                     t.source_sha256, t.created, t.model_id))
+    g.db.conn.executemany(
+        "INSERT INTO templates (id, person_id, embedding, quality, source_sha256, created,"
+        " model_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _put_card(g: Gallery, pid: int, facility: int | None, number: int | None) -> None:
+    from ..cards import _SCHEMA
+
+    g.db.execute(_SCHEMA)
+    if facility is None or number is None:
+        g.db.execute("DELETE FROM cards WHERE person_id = ?", [pid])
+    else:
+        g.db.execute(
+            "INSERT OR REPLACE INTO cards (person_id, facility, number) VALUES (?, ?, ?)",
+            [pid, facility, number],
+        )
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class SyncWorker:
+    """The daemon's sync thread: LISTEN, poll, push, back off; never blocks the frame loop.
+
+    ``on_change`` is called (from this thread) after a pull changed the
+    gallery; the daemon uses it to reload its matcher at once. ``state`` is
+    ``"connecting"``, ``"online"`` or ``"offline"``, for ``edge status``.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        db_path: Path,
+        *,
+        door: str,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.db_path = db_path
+        self.door = door
+        self.on_change = on_change
+        self.stop = threading.Event()
+        self.state = "connecting"
+        self.revision: int | None = None
+        self.waiting: int | None = None
+        self.last_error: str | None = None
+        settings(cfg)  # a bad URL or password file is refused at start, in one line
+        vault.load_key(cfg)
+        self._thread = threading.Thread(target=self._run, name="fleet-sync", daemon=True)
+
+    def start(self) -> SyncWorker:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            sync = DoorSync(self.cfg, self.db_path, door=self.door)
+        except EdgeError as e:
+            log.error("fleet: sync not started: %s", e)
+            self.state = "offline"
+            return
+        backoff = 1.0
+        listener: psycopg.Connection[Any] | None = None
+        try:
+            while not self.stop.is_set():
+                try:
+                    if listener is None:
+                        sync.connect()
+                        listener = connect(sync.settings, self.door)
+                        listener.execute("LISTEN edge_changes")
+                    self._result(sync.sync())
+                    if self.state != "online":
+                        self.state = "online"
+                        log.info("fleet: connected, revision %d", self.revision)
+                    backoff = 1.0
+                    self._wait(sync, listener)
+                except (FleetError, psycopg.Error, OSError) as e:
+                    why = _reason(e)
+                    for c in (listener, sync):
+                        if c is not None:
+                            c.disconnect() if isinstance(c, DoorSync) else c.close()
+                    listener = None
+                    self.last_error = why
+                    if self.state != "offline":
+                        self.state = "offline"
+                        log.warning("fleet: centre unreachable: %s, deciding offline", why)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+                except EdgeError as e:  # the gallery refused (busy, disk): try again soon
+                    log.warning("fleet: sync failed locally: %s", e)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+        finally:
+            if listener is not None:
+                listener.close()
+            sync.close()
+
+    def _result(self, r: SyncResult) -> None:
+        self.revision, self.waiting = r.revision, r.waiting
+        if r.changes:
+            log.info("fleet: revision %d: %d change(s), %d person(s)", r.revision, r.changes,
+                     r.people)
+            if self.on_change is not None:
+                self.on_change()
+
+    def _wait(self, sync: DoorSync, listener: psycopg.Connection[Any]) -> None:
+        """Until a NOTIFY, the poll interval, or stop; pushing new events meanwhile."""
+        deadline = time.monotonic() + POLL_SECONDS
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if any(True for _ in listener.notifies(timeout=PUSH_SECONDS, stop_after=1)):
+                return  # a change at the centre: pull now
+            if sync.waiting():
+                self._result(replace(sync.sync(pull=False), changes=0))
