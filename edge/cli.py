@@ -820,11 +820,23 @@ def status(ctx: Ctx) -> None:
                 f"camera: {data.get('camera')}, liveness: {data.get('liveness')}, "
                 f"people: {data.get('people')}",
                 f"last decision: {last_text}",
+                *_fleet_lines(data.get("fleet")),
             ]
         ),
     )
     if not running:
         sys.exit(1)
+
+
+def _fleet_lines(fleet: dict[str, Any] | None) -> list[str]:
+    """The sync's state for ``edge status``, when the door belongs to a fleet."""
+    if not fleet:
+        return []
+    line = (f"fleet: {fleet.get('state')}, revision {fleet.get('revision')},"
+            f" {fleet.get('events_waiting')} event(s) waiting")
+    if fleet.get("state") == "offline" and fleet.get("error"):
+        line += f" ({fleet['error']})"
+    return [line]
 
 
 @main.group()

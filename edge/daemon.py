@@ -103,6 +103,7 @@ class Daemon:
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
         self.stop = threading.Event()
+        self._wake = threading.Event()  # ends an idle wait early (stop, a synced change)
         self._reload = threading.Event()
         self.grabber: FrameGrabber | None = None
         self.events: EventWriter | None = None
@@ -261,8 +262,10 @@ class Daemon:
         ).start()
 
     def _gallery_moved(self) -> None:
-        """Called by the sync worker after it changed the gallery: reload at the next turn."""
+        """Called by the sync worker after it changed the gallery: reload at the next turn
+        (an idle loop is woken for it)."""
         self._last_poll = 0.0
+        self._wake.set()
 
     def _start_door(self) -> None:
         from .door import Door, install_fail_secure
@@ -315,6 +318,7 @@ class Daemon:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("stopping on %s", signal.Signals(signum).name)
         self.stop.set()
+        self._wake.set()
 
     # -- the loop --------------------------------------------------------------
 
@@ -358,7 +362,8 @@ class Daemon:
             notify.status(f"{self._source_name()} ended; idle")
         self._feed_watchdog(now)
         wait = POLL_SECONDS if not self._watchdog else min(POLL_SECONDS, self._watchdog / 3)
-        self.stop.wait(wait)
+        self._wake.wait(wait)
+        self._wake.clear()
 
     def _hint(self, now: float) -> None:
         """No frame yet: say what to do, now and every HINT_SECONDS, and not READY."""

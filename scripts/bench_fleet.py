@@ -197,13 +197,19 @@ def door_main(site: str, seconds: float, rate: float) -> None:
                        detail={"seq": n})
             n += 1
         time.sleep(0.005)
-    writer.close()
+    writer.close()  # every event is in the gallery now
+    conn = sqlite3.connect(db)
+    last = conn.execute("SELECT max(id) FROM events WHERE kind = 'bench'").fetchone()[0]
+
+    def pushed() -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'fleet_pushed'").fetchone()
+        return int(row[0]) if row else 0
+
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and (worker.waiting is None or worker.waiting > 0
-                                           or worker.state != "online"):
+    while time.monotonic() < deadline and pushed() < last:
         time.sleep(0.2)
     worker.close()
-    print(json.dumps({"written": n, "waiting": worker.waiting}), flush=True)
+    print(json.dumps({"written": n, "pushed_upto": pushed(), "last": last}), flush=True)
 
 
 def bench_push(centre: Centre, work: Path, doors: int, rate: float, seconds: float

@@ -130,6 +130,13 @@ def test_centre_stopped_then_back_offline_week_caught_up_in_one_sync(tmp_path, c
             with pytest.raises(FleetError) as e:
                 s.sync()
             assert "\n" not in str(e.value) and str(e.value).startswith("fleet")
+            # ... and edge sync says so in one line, exit 1.
+            p = subprocess.run([sys.executable, "-m", "edge.cli", "sync", "--config",
+                                str(site / "config.yaml"), "--db", str(site / "gallery.db")],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 1 and p.stdout == "", p.stderr
+            assert p.stderr.count("\n") == 1 and "cannot connect" in p.stderr, p.stderr
+            assert "Traceback" not in p.stderr
         finally:
             server.start()
         # A week of changes at the centre while this door was away: 150 people come,
@@ -198,13 +205,13 @@ def test_edge_sync_killed_mid_sync_leaves_the_door_consistent(tmp_path, centre):
     before or fully at the centre's revision, never between; the next sync completes it,
     and the events pushed meanwhile reach the centre exactly once."""
     site, _ = door(tmp_path, centre)
-    with centre.admin() as c, c.transaction():  # 1,500 people, 4,500 templates, one revision
+    with centre.admin() as c, c.transaction():  # 800 people, 2,400 templates, one revision
         from .fleet_env import add_templates
 
         c.execute("SELECT edge_begin_change()")
         ids = [int(r[0]) for r in c.execute(
             "INSERT INTO people (name, name_key) SELECT 'p' || g, 'p' || g"
-            " FROM generate_series(1, 1500) g RETURNING id").fetchall()]
+            " FROM generate_series(1, 800) g RETURNING id").fetchall()]
         vectors = unit_vectors(3 * len(ids), seed=5)
         for n, pid in enumerate(ids):
             add_templates(c, centre.key, pid, vectors[3 * n:3 * n + 3], "m")
@@ -245,24 +252,11 @@ def test_edge_sync_killed_mid_sync_leaves_the_door_consistent(tmp_path, centre):
         revision = fleet_sync.meta_value(g, fleet_sync.REVISION_KEY)
         people, templates = len(g.people()), len(g.templates().ids)
         assert g.integrity_check() == "ok"
-    assert (revision, people, templates) in ((0, 0, 0), (head, 1500, 4500))
+    assert (revision, people, templates) in ((0, 0, 0), (head, 800, 2400))
     done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["revision"] == head
     with Gallery(db) as g:
-        assert (len(g.people()), len(g.templates().ids)) == (1500, 4500)
+        assert (len(g.people()), len(g.templates().ids)) == (800, 2400)
         local = [(e.id, e.kind, e.name) for e in g.events()]
     assert centre_events(centre, "front") == local
-
-
-def test_edge_sync_with_the_centre_down_is_one_line(tmp_path, centre):
-    site, _ = door(tmp_path, centre)
-    centre.server.stop()
-    try:
-        p = subprocess.run([sys.executable, "-m", "edge.cli", "sync", "--config",
-                            str(site / "config.yaml")], capture_output=True, text=True,
-                           timeout=120)
-    finally:
-        centre.server.start()
-    assert p.returncode == 1 and p.stdout == ""
-    assert p.stderr.count("\n") == 1 and "cannot connect" in p.stderr, p.stderr

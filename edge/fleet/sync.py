@@ -259,14 +259,19 @@ class DoorSync:
         """Apply every change after the held revision; (changes, people) applied."""
         conn = self.connect()
         changes = people = 0
+        # Person id -> the snapshot's head revision their state was applied from: a
+        # later batch's change of theirs at or below it is already applied.
+        applied: dict[int, int] = {}
         while True:
             held = self.revision
-            p = store.pull(conn, held, self.key, limit=PULL_BATCH)
+            p, top = read_changes(conn, held, self.key, PULL_BATCH, applied)
             if not p.changes:
                 return changes, people
             done = apply(self.gallery, p, held)
             if done is None:
+                applied.clear()
                 continue  # another sync applied it first: read again from its revision
+            applied.update((c.person_id, top) for c in p.last)
             people += done
             changes += len(p.changes)
             if len(p.changes) < PULL_BATCH:
@@ -305,6 +310,45 @@ class DoorSync:
 # --------------------------------------------------------------------------- applying
 
 
+def read_changes(
+    conn: psycopg.Connection[Any], since: int, key: bytes, limit: int, applied: dict[int, int]
+) -> tuple[store.Pull, int]:
+    """Up to ``limit`` changes after ``since`` and the current state of the people they name,
+    from one REPEATABLE READ snapshot (as :func:`edge.fleet.store.pull`), and that
+    snapshot's head revision.
+
+    People in ``applied`` whose state was read from a snapshot at or past a change
+    are not read again for it: a long catch-up (an import logs each person twice,
+    once for the row and once for the templates) reads each person once.
+    """
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            top = store.head(conn)
+            rows = conn.execute(
+                "SELECT revision, kind, person_id, name, actor, ts FROM changes"
+                " WHERE revision > %s ORDER BY revision LIMIT %s", [since, limit]).fetchall()
+            changes = tuple(store.Change(int(r[0]), r[1], int(r[2]), r[3], r[4],
+                                         store.iso(r[5]) or "") for r in rows)
+            final: dict[int, store.Change] = {}
+            for c in changes:
+                final[c.person_id] = c
+            wanted = sorted(pid for pid, c in final.items()
+                            if c.kind == "person" and applied.get(pid, -1) < c.revision)
+            found = {p.id: p for p in store.people(conn, wanted)} if wanted else {}
+            temps = store.templates(conn, key, list(found)) if found else {}
+    except psycopg.Error as e:
+        raise describe(e, "pull changes") from None
+    # A person left out of ``people`` is skipped by apply(): already up to date.
+    pull = store.Pull(
+        revision=changes[-1].revision if changes else since,
+        changes=changes,
+        people={p: found.get(p) for p in wanted},
+        templates=temps,
+    )
+    return pull, top
+
+
 def apply(g: Gallery, p: store.Pull, held: int) -> int | None:
     """Apply the pull ``p`` (read after revision ``held``) in one transaction; people touched.
 
@@ -320,35 +364,59 @@ def apply(g: Gallery, p: store.Pull, held: int) -> int | None:
         with g._write("fleet sync"):
             if meta_value(g, REVISION_KEY) != held:
                 raise _Unchanged
-            _apply(g, p, key, last)
+            touched = _apply(g, p, key, last)
             forgot = any(c.kind == "forget" for c in last)
     except _Unchanged:
         return None
     if forgot:
         g._checkpoint()  # an erased person's pages out of the WAL, as edge forget does
-    return len(last)
+    return touched
 
 
-def _apply(g: Gallery, p: store.Pull, key: bytes, last: tuple[store.Change, ...]) -> None:
+def _apply(g: Gallery, p: store.Pull, key: bytes, last: tuple[store.Change, ...]) -> int:
     """The writes of :func:`apply`, inside its transaction."""
-    names = {identity.name_key(n): int(i)
-             for i, n in g.db.execute("SELECT id, name FROM people").fetchall()}
+    from ..cards import _SCHEMA
+
+    g.db.execute(_SCHEMA)  # the cards table, made on first use as edge set --card does
+    names = _Names(g.db.execute("SELECT id, name FROM people").fetchall())
+    touched = 0
     for c in last:
         if c.kind == "person":
             person = p.people.get(c.person_id)
-            if person is not None:
+            if person is not None:  # None: gone (a removal follows) or already up to date
                 _put_person(g, key, person, p.templates.get(c.person_id, ()), names)
+                touched += 1
         else:
             _drop_person(g, c.person_id, names)
+            touched += 1
     _set_meta(g, REVISION_KEY, p.revision)
-    g._audit("sync", None, revision=p.revision, changes=len(p.changes), people=len(last))
+    g._audit("sync", None, revision=p.revision, changes=len(p.changes), people=touched)
+    return touched
 
 
-def _drop_person(g: Gallery, person_id: int, names: dict[str, int]) -> None:
+class _Names:
+    """The local people's name keys, both ways: a central person's name may be held by a
+    stale local row (the centre wins), and a rename frees the old one."""
+
+    def __init__(self, rows: list[tuple[int, str]]) -> None:
+        self.by_key = {identity.name_key(n): int(i) for i, n in rows}
+        self.by_id = {i: k for k, i in self.by_key.items()}
+
+    def forget(self, pid: int) -> None:
+        key = self.by_id.pop(pid, None)
+        if key is not None and self.by_key.get(key) == pid:
+            del self.by_key[key]
+
+    def take(self, pid: int, key: str) -> None:
+        self.forget(pid)
+        self.by_key[key] = pid
+        self.by_id[pid] = key
+
+
+def _drop_person(g: Gallery, person_id: int, names: _Names) -> None:
     g.db.execute("DELETE FROM templates WHERE person_id = ?", [person_id])
     g.db.execute("DELETE FROM people WHERE id = ?", [person_id])
-    for k in [k for k, v in names.items() if v == person_id]:
-        del names[k]
+    names.forget(person_id)
 
 
 def _put_person(
@@ -356,17 +424,15 @@ def _put_person(
     key: bytes,
     person: store.FleetPerson,
     templates: tuple[store.FleetTemplate, ...],
-    names: dict[str, int],
+    names: _Names,
 ) -> None:
     """Make the local copy of ``person`` the centre's: row, rule, card and templates."""
     pid = person.id
     name_key = identity.name_key(person.name)
-    other = names.get(name_key)
+    other = names.by_key.get(name_key)
     if other is not None and other != pid:  # a stale local row under that name: the centre wins
         _drop_person(g, other, names)
-    for k in [k for k, v in names.items() if v == pid and k != name_key]:
-        del names[k]  # renamed
-    names[name_key] = pid
+    names.take(pid, name_key)
     schedule, active = person.schedule, person.active
     if schedule is not None:
         try:
@@ -412,9 +478,6 @@ def _put_person(
 
 
 def _put_card(g: Gallery, pid: int, facility: int | None, number: int | None) -> None:
-    from ..cards import _SCHEMA
-
-    g.db.execute(_SCHEMA)
     if facility is None or number is None:
         g.db.execute("DELETE FROM cards WHERE person_id = ?", [pid])
     else:
@@ -473,6 +536,7 @@ class SyncWorker:
             return
         backoff = 1.0
         listener: psycopg.Connection[Any] | None = None
+        failing: str | None = None  # what went wrong last, to say it once per change
         try:
             while not self.stop.is_set():
                 try:
@@ -482,26 +546,31 @@ class SyncWorker:
                         listener.execute("LISTEN edge_changes")
                     self._result(sync.sync())
                     if self.state != "online":
-                        self.state = "online"
+                        self.state, self.last_error = "online", None
                         log.info("fleet: connected, revision %d", self.revision)
-                    backoff = 1.0
+                    backoff, failing = 1.0, None
                     self._wait(sync, listener)
+                    continue
                 except (FleetError, psycopg.Error, OSError) as e:
-                    why = _reason(e)
-                    for c in (listener, sync):
-                        if c is not None:
-                            c.disconnect() if isinstance(c, DoorSync) else c.close()
+                    self.last_error = _reason(e)
+                    if listener is not None:
+                        listener.close()
                     listener = None
-                    self.last_error = why
+                    sync.disconnect()
                     if self.state != "offline":
                         self.state = "offline"
-                        log.warning("fleet: centre unreachable: %s, deciding offline", why)
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
-                except EdgeError as e:  # the gallery refused (busy, disk): try again soon
-                    log.warning("fleet: sync failed locally: %s", e)
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+                        log.warning("fleet: centre unreachable: %s, deciding offline",
+                                    self.last_error)
+                except EdgeError as e:  # the gallery refused (busy, disk full): later
+                    if failing != "local":
+                        log.warning("fleet: sync failed at this door: %s; retrying", e)
+                    failing = "local"
+                except Exception:  # a bug must not end the sync for good
+                    if failing != "bug":
+                        log.exception("fleet: sync failed; retrying")
+                    failing = "bug"
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
         finally:
             if listener is not None:
                 listener.close()
