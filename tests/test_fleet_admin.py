@@ -160,8 +160,15 @@ def test_admin_commands_change_the_centre_log_and_audit(fleet: Fleet, tmp_path: 
     assert fleet.sql("SELECT count(*) FROM templates") == [(0,)]
     one_line(fleet.edge("remove", "Rose"), 1, "'Rose': no such person in the fleet")
 
-    # The bare --fleet takes the fleet from $EDGE_FLEET_URL.
-    r = edge("list", "--fleet", *fleet.site.opts(), env={"EDGE_FLEET_URL": fleet.admin})
+    # The bare --fleet takes the fleet from $EDGE_FLEET_URL, even right before NAME.
+    env = {"EDGE_FLEET_URL": fleet.admin}
+    assert fleet.edge("enroll", "Kit", KIT).exit_code == 0
+    r = edge("disable", "--fleet", "Kit", *fleet.site.opts(), env=env)
+    assert r.exit_code == 0 and r.stdout == "Kit: disabled\n", r.output
+    assert fleet.audit()[-1][:2] == ("disable", "Kit")
+    r = edge("remove", "--fleet", "Kit", *fleet.site.opts(), env=env)
+    assert r.exit_code == 0, r.output
+    r = edge("list", "--fleet", *fleet.site.opts(), env=env)
     assert r.exit_code == 0 and r.stdout == "nobody enrolled\n", r.output
 
 
