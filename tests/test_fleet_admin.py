@@ -334,3 +334,22 @@ def test_a_dump_of_the_centre_holds_no_embedding(fleet: Fleet, tmp_path: Path):
             chunk = plain[i:i + 16]
             assert chunk not in dump
             assert chunk.hex().encode() not in dump
+
+
+def test_a_door_without_a_fleet_never_imports_psycopg(tmp_path: Path):
+    """psycopg is an optional dependency: a plain door's commands must not load it."""
+    import sys
+
+    site = make_site(tmp_path)
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                        "from edge.cli import main; main(['--help'])"],
+                       capture_output=True, text=True, check=True)
+    assert "edge.cli" in r.stderr
+    assert "psycopg" not in r.stderr
+    code = ("import sys; from click.testing import CliRunner; from edge.cli import main;"
+            f" r = CliRunner().invoke(main, ['list', '--config', {str(site.config)!r},"
+            f" '--db', {str(site.db)!r}, '--create']); assert r.exit_code == 0, r.output;"
+            " print(sorted(m for m in sys.modules if m.startswith('psycopg')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={k: v for k, v in os.environ.items() if k != "EDGE_FLEET_URL"})
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
