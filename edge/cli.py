@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from .cli_fleet import FleetCommand, fleet_group, fleet_option, refuse_local_edit
 from .errors import ConfigError, EdgeError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +55,12 @@ class Ctx:
         from .gallery import open_gallery
 
         return open_gallery(self.cfg, self.db(), actor(), create=create or self.create)
+
+    def fleet(self, url: str) -> Any:
+        """An admin session with the fleet's central store (``url`` "": the configured one)."""
+        from .cli_fleet import admin
+
+        return admin(self.cfg, url, actor())
 
     def engine(self) -> Any:
         from .engine import Engine
@@ -153,10 +160,13 @@ def main() -> None:
     """edge-access: enroll, remove and audit people; run and check the door."""
 
 
+main.add_command(fleet_group)
+
+
 # --------------------------------------------------------------- people
 
 
-@main.command()
+@main.command(cls=FleetCommand)
 @click.argument("name")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=True))
 @click.option("--display-name", help="Name spoken in the greeting (default: NAME).")
@@ -164,6 +174,7 @@ def main() -> None:
 @click.option("--source", help="Camera source for --camera (default: camera.source).")
 @click.option("--frames", type=click.IntRange(1, 50), help="Frames to take with --camera.")
 @click.option("--force", is_flag=True, help="Enroll even a face already enrolled as someone else.")
+@fleet_option
 @common
 def enroll(
     ctx: Ctx,
@@ -174,10 +185,12 @@ def enroll(
     source: str | None,
     frames: int | None,
     force: bool,
+    fleet: str | None,
 ) -> None:
     """Enroll NAME from photos (IMAGE...) or from the camera; all or nothing."""
     from . import enroll as enr
 
+    refuse_local_edit(ctx.cfg, fleet)
     if camera == bool(images):
         fail("give either photos or --camera", 2)
     from .records import check_name
@@ -195,11 +208,13 @@ def enroll(
             for r in rejected[:-1]:
                 click.echo(f"edge: {r.reason}", err=True)
             fail(rejected[-1].reason)
-    with ctx.gallery(create=True) as g:
-        result = enr.enroll(
-            g, name, templates, display_name,
-            refuse_look_alike=None if force else ctx.cfg.match.threshold,
-        )
+    look_alike = None if force else ctx.cfg.match.threshold
+    if fleet is not None:
+        with ctx.fleet(fleet) as a:
+            result = a.enroll(name, templates, display_name, refuse_look_alike=look_alike)
+    else:
+        with ctx.gallery(create=True) as g:
+            result = enr.enroll(g, name, templates, display_name, refuse_look_alike=look_alike)
     ctx.emit(
         {"name": name, "added": result.added, "skipped": result.skipped_duplicates},
         f"{name}: {result.added} template(s) added"
@@ -207,15 +222,22 @@ def enroll(
     )
 
 
-@main.command("list")
+@main.command("list", cls=FleetCommand)
+@fleet_option
 @common
-def list_(ctx: Ctx) -> None:
+def list_(ctx: Ctx, fleet: str | None) -> None:
     """List enrolled people ("needs re-enrollment": no template of the running model)."""
     from .reembed import configured_model_id, coverage
 
-    with ctx.gallery() as g:
-        people = g.people()
-        stale = set(coverage(g, configured_model_id(ctx.cfg)).needs_reenrollment)
+    people: list[Any]
+    if fleet is not None:
+        with ctx.fleet(fleet) as a:
+            people = a.people()
+            stale = set(a.needs_reenrollment(configured_model_id(ctx.cfg)))
+    else:
+        with ctx.gallery() as g:
+            people = g.people()
+            stale = set(coverage(g, configured_model_id(ctx.cfg)).needs_reenrollment)
     if ctx.json:
         ctx.emit([p.__dict__ | {"needs_reenrollment": p.name in stale} for p in people])
         return
@@ -236,40 +258,67 @@ def list_(ctx: Ctx) -> None:
 
 
 def _rule_text(p: Any) -> str:
-    """A person's access rule for ``edge list``: nothing when they may use every door, always."""
-    doors = f" doors {p.doors}" if p.doors is not None else ""
-    schedule = f" schedule {p.schedule}" if p.schedule is not None else ""
-    return doors + schedule
+    """A person's access rule for ``edge list``: nothing when they may use every door, always.
+
+    A local person's doors are a comma list, a central one's a tuple of names.
+    """
+    doors = p.doors if p.doors is None or isinstance(p.doors, str) else ",".join(p.doors)
+    text = f" doors {doors}" if doors is not None else ""
+    return text + (f" schedule {p.schedule}" if p.schedule is not None else "")
 
 
-@main.command()
+@main.command(cls=FleetCommand)
 @click.argument("name")
+@fleet_option
 @common
-def remove(ctx: Ctx, name: str) -> None:
+def remove(ctx: Ctx, name: str, fleet: str | None) -> None:
     """Remove NAME and all their templates."""
-    with ctx.gallery() as g:
-        n = g.remove(name)
+    refuse_local_edit(ctx.cfg, fleet)
+    if fleet is not None:
+        with ctx.fleet(fleet) as a:
+            n = a.remove(name)
+    else:
+        with ctx.gallery() as g:
+            n = g.remove(name)
     ctx.emit({"name": name, "templates_removed": n}, f"{name}: removed ({n} template(s))")
 
 
-@main.command()
+@main.command(cls=FleetCommand)
 @click.argument("old")
 @click.argument("new")
+@fleet_option
 @common
-def rename(ctx: Ctx, old: str, new: str) -> None:
+def rename(ctx: Ctx, old: str, new: str, fleet: str | None) -> None:
     """Rename OLD to NEW."""
-    with ctx.gallery() as g:
-        g.rename(old, new)
+    refuse_local_edit(ctx.cfg, fleet)
+    if fleet is not None:
+        with ctx.fleet(fleet) as a:
+            a.rename(old, new)
+    else:
+        with ctx.gallery() as g:
+            g.rename(old, new)
     ctx.emit({"old": old, "new": new}, f"{old}: renamed to {new}")
 
 
-@main.command()
+@main.command(cls=FleetCommand)
 @click.argument("name")
+@fleet_option
 @common
-def forget(ctx: Ctx, name: str) -> None:
-    """Erase NAME, their templates and snapshots for good (the log keeps the name)."""
+def forget(ctx: Ctx, name: str, fleet: str | None) -> None:
+    """Erase NAME, their templates and snapshots for good (the log keeps the name).
+
+    With --fleet: at the centre, and at each door on its next sync.
+    """
     from .snapshots import configured_store, forget_person
 
+    refuse_local_edit(ctx.cfg, fleet)
+    if fleet is not None:
+        with ctx.fleet(fleet) as a:
+            n = a.forget(name)
+        ctx.emit({"name": name, "templates_erased": n},
+                 f"{name}: forgotten at the fleet ({n} template(s)); each door erases them"
+                 " on its next sync")
+        return
     with ctx.gallery() as g:
         n, snapshots = forget_person(g, configured_store(ctx.cfg), name)
     ctx.emit(
@@ -288,7 +337,7 @@ def _field(value: str | None) -> Any:
     return None if value.strip().lower() in ("", "none") else value
 
 
-@main.command("set")
+@main.command("set", cls=FleetCommand)
 @click.argument("name")
 @click.option("--display-name", help="Name spoken in the greeting ('none': use NAME).")
 @click.option("--notes", help="Free text for admins ('none' clears it).")
@@ -301,6 +350,7 @@ def _field(value: str | None) -> Any:
     help="When NAME may enter, in the door's time zone, e.g. 'mon-fri 07:00-19:00, sat"
     " 09:00-13:00' ('always': no schedule).",
 )
+@fleet_option
 @common
 def set_(
     ctx: Ctx,
@@ -312,11 +362,13 @@ def set_(
     card: str | None,
     doors: str | None,
     schedule: str | None,
+    fleet: str | None,
 ) -> None:
     """Change NAME's greeting name, notes, validity window, access rule or card (audited)."""
     from .gallery import KEEP
     from .rules import parse_doors, parse_schedule
 
+    refuse_local_edit(ctx.cfg, fleet)
     # Parsed before anything is written: a bad rule changes nothing, the card included.
     door_set = KEEP if doors is None else parse_doors(doors)
     sched: Any = KEEP
@@ -324,6 +376,23 @@ def set_(
         parsed = parse_schedule(schedule)
         sched = None if parsed.always else parsed
     rule_given = doors is not None or schedule is not None
+    if fleet is not None:
+        fields = {"display_name": display_name, "notes": notes, "valid_from": valid_from,
+                  "valid_until": valid_until, "card": card}
+        given = {k: _field(v) for k, v in fields.items() if v is not None}
+        if door_set is not KEEP:
+            given["doors"] = None if door_set is None else ",".join(sorted(door_set))
+        if sched is not KEEP:
+            given["schedule"] = None if sched is None else sched.text()
+        if not given:
+            fail("give at least one of --display-name, --notes, --valid-from, --valid-until,"
+                 " --doors, --schedule, --card", 2)
+        with ctx.fleet(fleet) as a:
+            fp = a.update(name, card_bits=ctx.cfg.wiegand.format, **given)
+        window = f"{fp.valid_from or '…'} to {fp.valid_until or '…'}"
+        ctx.emit(fp.__dict__, f"{fp.name}: greeted as {fp.display_name or fp.name},"
+                 f" valid {window}, card {fp.card or 'none'}{_rule_text(fp)}")
+        return
     if card is not None:
         from .cards import set_card
 
@@ -359,27 +428,34 @@ def set_(
     )
 
 
-def _set_active(ctx: Ctx, name: str, active: bool) -> None:
-    with ctx.gallery() as g:
-        g.set_active(name, active)
+def _set_active(ctx: Ctx, name: str, active: bool, fleet: str | None) -> None:
+    refuse_local_edit(ctx.cfg, fleet)
+    if fleet is not None:
+        with ctx.fleet(fleet) as a:
+            a.set_active(name, active)
+    else:
+        with ctx.gallery() as g:
+            g.set_active(name, active)
     word = "enabled" if active else "disabled"
     ctx.emit({"name": name, "active": active}, f"{name}: {word}")
 
 
-@main.command()
+@main.command(cls=FleetCommand)
 @click.argument("name")
+@fleet_option
 @common
-def disable(ctx: Ctx, name: str) -> None:
+def disable(ctx: Ctx, name: str, fleet: str | None) -> None:
     """Keep NAME enrolled but deny them access."""
-    _set_active(ctx, name, False)
+    _set_active(ctx, name, False, fleet)
 
 
-@main.command()
+@main.command(cls=FleetCommand)
 @click.argument("name")
+@fleet_option
 @common
-def enable(ctx: Ctx, name: str) -> None:
+def enable(ctx: Ctx, name: str, fleet: str | None) -> None:
     """Let a disabled NAME in again."""
-    _set_active(ctx, name, True)
+    _set_active(ctx, name, True, fleet)
 
 
 # --------------------------------------------------------------- recognition
@@ -522,14 +598,45 @@ def eval_(
 # --------------------------------------------------------------- audit and data
 
 
-@main.command()
+@main.command(cls=FleetCommand)
 @click.option("--since", help="Only events at or after this ISO-8601 time.")
 @click.option("--kind", help="Only events of this kind (access, door, enroll, …).")
 @click.option("--limit", type=click.IntRange(1), help="Only the newest N.")
+@click.option("--door", help="With --fleet: only this door's events.")
+@fleet_option
 @common
-def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> None:
-    """Show the audit log, oldest first, with what each admin change did."""
+def events(
+    ctx: Ctx, since: str | None, kind: str | None, limit: int | None, door: str | None,
+    fleet: str | None,
+) -> None:
+    """Show the audit log, oldest first, with what each admin change did.
+
+    With --fleet: every door's events at the centre, each after its door's name
+    ("centre" for an admin command's).
+    """
     from .audit import check_kind, describe
+
+    if door is not None and fleet is None:
+        fail("--door needs --fleet (a door's own log is local)", 2)
+    if fleet is not None:
+        from .cli_fleet import event_lines
+        from .fleet import store
+        from .records import iso_time
+
+        if kind is not None:
+            from .audit import KINDS
+
+            if kind not in KINDS:
+                fail(f"--kind {kind}: no such kind of event (one of: {', '.join(KINDS)})", 2)
+        with ctx.fleet(fleet) as a:
+            found = store.events(a.conn, since=iso_time(since, "--since"), kind=kind,
+                                 door=door, limit=limit)
+        if ctx.json:
+            ctx.emit([e.__dict__ for e in found])
+        else:
+            for line in event_lines(found):
+                click.echo(line)
+        return
 
     with ctx.gallery() as g:
         rows = g.events(since=since, kind=kind and check_kind(g, kind), limit=limit)
@@ -540,11 +647,12 @@ def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> 
         click.echo(describe(r))
 
 
-@main.command("export")
+@main.command("export", cls=FleetCommand)
 @click.argument("file")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@fleet_option
 @common
-def export_(ctx: Ctx, file: str, force: bool) -> None:
+def export_(ctx: Ctx, file: str, force: bool, fleet: str | None) -> None:
     """Write every person and template to FILE, sealed under a passphrase.
 
     The passphrase comes from $EDGE_BUNDLE_PASSPHRASE, or is asked for.
@@ -553,12 +661,18 @@ def export_(ctx: Ctx, file: str, force: bool) -> None:
 
     check_target(Path(file), force)  # before asking for a passphrase
     passphrase = bundle_passphrase(confirm=True)
-    with ctx.gallery() as g:
-        n = export_bundle(g, file, passphrase, force=force)
+    if fleet is not None:
+        from .fleet import bundles
+
+        with ctx.fleet(fleet) as a:
+            n = bundles.export(a, file, passphrase, force=force)
+    else:
+        with ctx.gallery() as g:
+            n = export_bundle(g, file, passphrase, force=force)
     ctx.emit({"file": file, "people": n}, f"{file}: {n} people exported")
 
 
-@main.command("import")
+@main.command("import", cls=FleetCommand)
 @click.argument("file")
 @click.option(
     "--allow-unencrypted",
@@ -572,9 +686,11 @@ def export_(ctx: Ctx, file: str, force: bool) -> None:
     metavar="[OLD=]NEW",
     help="Add the bundle's OLD (or its one colliding name) as NEW instead.",
 )
+@fleet_option
 @common
 def import_(
-    ctx: Ctx, file: str, allow_unencrypted: bool, merge: bool, rename: tuple[str, ...]
+    ctx: Ctx, file: str, allow_unencrypted: bool, merge: bool, rename: tuple[str, ...],
+    fleet: str | None,
 ) -> None:
     """Add the people and templates in FILE (opened and checked before the gallery is touched).
 
@@ -582,12 +698,22 @@ def import_(
     """
     from .bundle import import_bundle, is_sealed_bundle
 
+    refuse_local_edit(ctx.cfg, fleet)
     passphrase = bundle_passphrase(confirm=False) if is_sealed_bundle(file) else None
-    with ctx.gallery() as g:
-        r = import_bundle(
-            g, file, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
-            rename=rename, threshold=ctx.cfg.match.threshold,
-        )
+    if fleet is not None:
+        from .fleet import bundles
+
+        with ctx.fleet(fleet) as a:
+            r = bundles.import_(
+                a, file, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
+                rename=rename, threshold=ctx.cfg.match.threshold,
+            )
+    else:
+        with ctx.gallery() as g:
+            r = import_bundle(
+                g, file, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
+                rename=rename, threshold=ctx.cfg.match.threshold,
+            )
     for w in r.warnings:
         click.echo(f"edge: warning: {w}", err=True)
     ctx.emit(

@@ -139,3 +139,44 @@ def test_every_change_is_logged_in_order_and_notified(fleet):
         seen = [int(n.payload) for n in door.notifies(timeout=5, stop_after=4)]
         assert seen == [r[0] for r in rows]
         assert store.head(door) == rows[-1][0]
+
+
+_WRITER = """
+import sys
+from edge.fleet.admin import FleetAdmin
+from edge.fleet.connect import FleetSettings
+url, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with FleetAdmin(FleetSettings(url, "test"), "writer-" + name) as a:
+    for i in range(n):
+        a.update(name, notes=f"note {i}")
+"""
+
+
+def test_revisions_commit_in_order_across_processes(fleet):
+    """Four admin processes change people at once; a reader that holds the highest revision
+    it has seen must never later find a lower one committed (else a door would skip it)."""
+    import subprocess
+    import sys
+
+    server, db = fleet
+    names = [f"p{i}" for i in range(4)]
+    with _as(fleet, "t_admin") as admin:
+        for n in names:
+            admin.execute("INSERT INTO people (name, name_key) VALUES (%s, %s)", [n, n])
+    url = server.url(db, user="t_admin")
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, n, "40"]) for n in names]
+    held, seen = 0, []
+    with _as(fleet, "t_front") as door:
+        while True:
+            running = any(p.poll() is None for p in procs)
+            rows = [r for (r,) in door.execute(
+                "SELECT revision FROM changes ORDER BY revision").fetchall()]
+            late = [r for r in rows if r <= held and r not in seen]
+            assert not late, f"revisions {late} committed after {held} was seen"
+            new = [r for r in rows if r > held]
+            seen += new
+            held = max(rows, default=held)
+            if not running:
+                break
+    assert all(p.wait() == 0 for p in procs)
+    assert len(seen) == len(names) + 4 * 40

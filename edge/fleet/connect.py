@@ -9,9 +9,9 @@ The password comes from the systemd credential ``fleet-password``
 means apply (a unix socket's peer authentication, a client certificate,
 ``~/.pgpass``).
 
-TLS is libpq's: ``sslmode=verify-full`` (in the URL or ``fleet.sslmode``)
-checks that the server's certificate was signed by ``sslrootcert`` and names
-the host connected to. Every failure to connect (a bad URL, no server, a
+TLS is libpq's: ``sslmode=verify-full`` (in the URL or ``fleet.sslmode``;
+the URL's parameters win) checks that the server's certificate was signed by
+``sslrootcert`` and names the host connected to. Every failure to connect (a bad URL, no server, a
 wrong password, a certificate that does not verify) is a :class:`FleetError`
 with one line naming the fleet and the reason.
 """
@@ -166,9 +166,10 @@ def connect(
     }
     if s.password is not None:
         kwargs["password"] = s.password
-    if s.sslmode is not None:
+    given = _check_url(s.url, s.source)  # the URL's own parameters win over the config's
+    if s.sslmode is not None and "sslmode" not in given:
         kwargs["sslmode"] = s.sslmode
-    if s.sslrootcert is not None:
+    if s.sslrootcert is not None and "sslrootcert" not in given:
         kwargs["sslrootcert"] = str(s.sslrootcert)
     try:
         return psycopg.connect(s.url, **kwargs)

@@ -182,3 +182,97 @@ def pull(
         people={p: found.get(p) for p in wanted},
         templates=temps,
     )
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True)
+class FleetEvent:
+    """One event at the centre: a local event's fields, and the door it came from.
+
+    ``door`` and ``local_id`` are None for an admin command's audit event.
+    """
+
+    id: int
+    door: str | None
+    local_id: int | None
+    ts: str
+    mono: float | None
+    kind: str
+    name: str | None
+    similarity: float | None
+    liveness: float | None
+    decision: str | None
+    reason: str | None
+    actor: str | None
+    detail: dict[str, Any] | None
+    received: str
+
+
+def events(
+    conn: psycopg.Connection[Any],
+    *,
+    since: str | None = None,
+    kind: str | None = None,
+    door: str | None = None,
+    limit: int | None = None,
+) -> list[FleetEvent]:
+    """Events at or after ``since`` (ISO-8601), of ``kind``, from ``door``, oldest first;
+    with ``limit`` the newest ``limit`` of them (still oldest first)."""
+    clauses, args = [], []
+    if since is not None:
+        clauses.append("ts >= %s")
+        args.append(since)
+    if kind is not None:
+        clauses.append("kind = %s")
+        args.append(kind)
+    if door is not None:
+        clauses.append("door = %s")
+        args.append(door)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    tail = "" if limit is None else " LIMIT %s"
+    try:
+        rows = conn.execute(
+            "SELECT id, door, local_id, ts, mono, kind, name, similarity, liveness, decision,"
+            f" reason, actor, detail, received FROM events {where}"
+            f" ORDER BY ts DESC, id DESC{tail}", [*args, *([limit] if limit else [])]
+        ).fetchall()
+    except psycopg.Error as e:
+        raise describe(e, "read events") from None
+    return [
+        FleetEvent(int(r[0]), r[1], r[2], iso(r[3]) or "", r[4], r[5], r[6], r[7], r[8], r[9],
+                   r[10], r[11], r[12], iso(r[13]) or "")
+        for r in reversed(rows)
+    ]
+
+
+@dataclass(frozen=True)
+class DoorState:
+    """What a door last reported: when, the revision it held, events not yet pushed,
+    its software version; ``behind`` is how many revisions the centre is ahead of it."""
+
+    name: str
+    role: str
+    first_seen: str
+    last_contact: str | None
+    revision: int | None
+    events_waiting: int | None
+    version: str | None
+    behind: int | None
+
+
+def doors(conn: psycopg.Connection[Any]) -> list[DoorState]:
+    """Every door that has reported to the centre, by name."""
+    try:
+        top = head(conn)
+        rows = conn.execute(
+            "SELECT name, role, first_seen, last_contact, revision, events_waiting, version"
+            " FROM doors ORDER BY name").fetchall()
+    except psycopg.Error as e:
+        raise describe(e, "read doors") from None
+    return [
+        DoorState(r[0], str(r[1]), iso(r[2]) or "", iso(r[3]), r[4], r[5], r[6],
+                  None if r[4] is None else max(0, top - int(r[4])))
+        for r in rows
+    ]
