@@ -370,7 +370,7 @@ def set_(
 
     refuse_local_edit(ctx.cfg, fleet)
     # Parsed before anything is written: a bad rule changes nothing, the card included.
-    door_set = KEEP if doors is None else parse_doors(doors)
+    door_set: Any = KEEP if doors is None else parse_doors(doors)
     sched: Any = KEEP
     if schedule is not None:
         parsed = parse_schedule(schedule)
