@@ -121,6 +121,18 @@ def door_site(folder: Path, centre: Centre, door: str, **extra: str) -> Path:
     return folder
 
 
+def admin_site(folder: Path, centre: Centre) -> Path:
+    """The admin's site: config.yaml with the project's models and the fleet key (no fleet.url:
+    each command names the fleet with --fleet)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (ROOT / "config.yaml").read_text()
+    text = text.replace("  dir: models ", f"  dir: {MODELS} ")
+    text = text.replace("  db: data/gallery.db", f"  db: {folder / 'admin-gallery.db'}")
+    text = text.replace("  key_file: data/fleet.key", f"  key_file: {centre.key_file}")
+    (folder / "config.yaml").write_text(text)
+    return folder
+
+
 def site_config(folder: Path) -> Config:
     return load_config(folder / "config.yaml")
 
