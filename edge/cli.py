@@ -274,7 +274,7 @@ def forget(ctx: Ctx, name: str) -> None:
 
 def _field(value: str | None) -> Any:
     """A --option's value for Gallery.update: absent = keep, "none" or "" = clear."""
-    from .gallery import KEEP
+    from .people import KEEP
 
     if value is None:
         return KEEP
