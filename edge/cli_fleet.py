@@ -80,7 +80,7 @@ def _handle(f: F) -> F:
                   help="Configuration file (default: config.yaml).")
     @functools.wraps(f)
     def wrapper(config: str | None, as_json: bool, **kw: Any) -> Any:
-        from .cli import fail
+        from .cli_common import fail
         from .config import load_config
         from .errors import ConfigError, EdgeError
 
@@ -136,7 +136,7 @@ def doors_(cfg: Any, as_json: bool, fleet: str | None) -> None:
     """Each door: last contact, revision it holds (and how far behind), events waiting, version."""
     import json
 
-    from .cli import actor
+    from .cli_common import actor
     from .fleet import store
 
     with admin(cfg, fleet or "", actor()) as a:
@@ -152,6 +152,30 @@ def doors_(cfg: Any, as_json: bool, fleet: str | None) -> None:
             f"{r.name}\tlast contact {r.last_contact or 'never'}\trevision {r.revision}{behind}"
             f"\t{r.events_waiting if r.events_waiting is not None else '?'} event(s) waiting"
             f"\tversion {r.version or '?'}")
+
+
+def fleet_events(
+    ctx: Any, fleet: str, *, since: str | None, kind: str | None, door: str | None,
+    limit: int | None,
+) -> None:
+    """``edge events --fleet``: every door's events (or ``door``'s), oldest first."""
+    import json
+
+    from .audit import KINDS
+    from .cli_common import fail
+    from .fleet import store
+    from .records import iso_time
+
+    if kind is not None and kind not in KINDS:
+        fail(f"--kind {kind}: no such kind of event (one of: {', '.join(KINDS)})", 2)
+    with ctx.fleet(fleet) as a:
+        found = store.events(a.conn, since=iso_time(since, "--since"), kind=kind, door=door,
+                             limit=limit)
+    if ctx.json:
+        click.echo(json.dumps([e.__dict__ for e in found], ensure_ascii=False))
+        return
+    for line in event_lines(found):
+        click.echo(line)
 
 
 def event_lines(events: Sequence[Any]) -> list[str]:

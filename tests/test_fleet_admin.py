@@ -353,3 +353,21 @@ def test_a_door_without_a_fleet_never_imports_psycopg(tmp_path: Path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={k: v for k, v in os.environ.items() if k != "EDGE_FLEET_URL"})
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_the_fleet_key_from_a_credential_or_nowhere(fleet: Fleet, tmp_path: Path):
+    assert fleet.edge("enroll", "Kit", KIT).exit_code == 0
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "fleet-key").write_bytes(fleet.key_file.read_bytes())
+    fleet.key_file.rename(tmp_path / "moved.key")
+    env = {"EDGE_BUNDLE_PASSPHRASE": "correct horse"}
+    one_line(fleet.edge("export", tmp_path / "a.bundle", env=env), 1,
+             "fleet key not found", "copy it from the admin's machine")
+    r = fleet.edge("export", tmp_path / "b.bundle",
+                   env=env | {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert r.exit_code == 0 and "1 people exported" in r.stdout, r.output
+    (creds / "fleet-key").write_bytes(os.urandom(32))  # not the fleet's key
+    one_line(fleet.edge("enroll", "Rose", ROSE, env={"CREDENTIALS_DIRECTORY": str(creds)}), 1,
+             "not this fleet's key")
+    assert fleet.sql("SELECT name FROM people") == [("Kit",)]

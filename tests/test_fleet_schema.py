@@ -180,3 +180,22 @@ def test_revisions_commit_in_order_across_processes(fleet):
                 break
     assert all(p.wait() == 0 for p in procs)
     assert len(seen) == len(names) + 4 * 40
+
+
+def test_the_server_stops_and_starts_again_with_its_data(pg_server, pg_db):
+    """tests/pg.py's stop()/start(), as the offline tests use them: the data survives,
+    and while it is stopped nobody can connect."""
+    from edge.fleet.connect import FleetError, FleetSettings, connect
+
+    with psycopg.connect(pg_server.url(pg_db), autocommit=True) as c:
+        schema.init(c)
+        c.execute("INSERT INTO people (name, name_key) VALUES ('Rose', 'rose')")
+    pg_server.stop()
+    try:
+        assert not pg_server.running()
+        with pytest.raises(FleetError, match="cannot connect"):
+            connect(FleetSettings(pg_server.url(pg_db), "test", connect_timeout=2))
+    finally:
+        pg_server.start()
+    with psycopg.connect(pg_server.url(pg_db), autocommit=True) as c:
+        assert c.execute("SELECT name FROM people").fetchall() == [("Rose",)]

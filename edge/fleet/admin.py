@@ -24,9 +24,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ..errors import EdgeError, GalleryError
-from ..gallery import KEEP, EnrollResult, _Keep
 from ..identity import name_key
 from ..match import DIM
+from ..people import KEEP, EnrollResult, _Keep
 from ..records import check_name, check_notes, check_template, check_window
 from . import store, vault
 from .connect import FleetError, FleetSettings, connect, describe

@@ -355,7 +355,7 @@ def apply(g: Gallery, p: store.Pull, held: int) -> int | None:
     None, writing nothing, if the gallery's revision moved meanwhile (an
     ``edge sync`` beside the daemon's worker): the caller reads again from there.
     """
-    from ..gallery import _Unchanged
+    from ..people import _Unchanged
 
     key = g._sealing_key()
     forgot = False

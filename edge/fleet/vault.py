@@ -41,27 +41,34 @@ def aad(person_id: int, template_id: int) -> bytes:
     return b"edge-access fleet template\x00" + struct.pack(">qq", person_id, template_id)
 
 
+def _credential() -> Path | None:
+    """``$CREDENTIALS_DIRECTORY/fleet-key`` if systemd passed that credential, else None."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(folder) / CREDENTIAL if folder else None
+    return path if path is not None and path.is_file() else None
+
+
 def key_path(cfg: Config) -> Path:
     """Where the fleet key comes from: the credential, else ``fleet.key_file``."""
-    folder = os.environ.get("CREDENTIALS_DIRECTORY")
-    if folder and (Path(folder) / CREDENTIAL).is_file():
-        return Path(folder) / CREDENTIAL
-    return cfg.path(cfg.fleet.key_file)
+    return _credential() or cfg.path(cfg.fleet.key_file)
 
 
 def load_key(cfg: Config, *, create: bool = False) -> bytes:
-    """The fleet key; with ``create``, a missing key file is made (32 random bytes, 0600)."""
-    path = key_path(cfg)
-    credential = path.name == CREDENTIAL and path != cfg.path(cfg.fleet.key_file)
+    """The fleet key; with ``create``, a missing key file is made (32 random bytes, 0600).
+
+    A credential is read as systemd gives it (its mode is systemd's business);
+    a key file must be private.
+    """
+    cred = _credential()
+    path = cred or cfg.path(cfg.fleet.key_file)
     try:
         if not path.exists():
             if not create:
                 raise FleetError(
                     f"{path}: fleet key not found; copy it from the admin's machine"
                     " (edge fleet init made it) and chmod 600 it")
-            path.parent.mkdir(parents=True, exist_ok=True)
             crypto._create_key_file(path)
-        return crypto.read_key(path, private=not credential)
+        return crypto.read_key(path, private=cred is None)
     except GalleryError as e:
         raise FleetError(str(e).replace("gallery key", "fleet key")) from None
 
