@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from edge.crypto import read_key
+from edge.errors import GalleryError
 from edge.fleet import store, vault
 from edge.fleet.admin import FleetAdmin
 from edge.fleet.connect import FleetSettings
@@ -371,3 +372,25 @@ def test_the_fleet_key_from_a_credential_or_nowhere(fleet: Fleet, tmp_path: Path
     one_line(fleet.edge("enroll", "Rose", ROSE, env={"CREDENTIALS_DIRECTORY": str(creds)}), 1,
              "not this fleet's key")
     assert fleet.sql("SELECT name FROM people") == [("Kit",)]
+
+
+def test_look_alike_at_the_centre_compares_one_model_only(fleet: Fleet):
+    """As locally: the same face under another embedder's model_id does not block an
+    enrollment (the score would mean nothing); under the same model it does."""
+    import numpy as np
+
+    from edge.enroll import Template
+
+    e = np.random.default_rng(7).normal(size=128).astype(np.float32)
+    old, new = "a" * 64, "b" * 64
+
+    def t(model: str, sha: str) -> Template:
+        return Template(e / np.linalg.norm(e), 0.9, sha * 64, "photo", model)
+
+    key = read_key(fleet.key_file)
+    with FleetAdmin(FleetSettings(fleet.admin, "test"), "alice", lambda: key) as a:
+        a.enroll("Kit", [t(old, "1")], refuse_look_alike=0.5)
+        assert a.enroll("Rose", [t(new, "2")], refuse_look_alike=0.5).added == 1
+        with pytest.raises(GalleryError, match="already enrolled as 'Rose'"):
+            a.enroll("Eve", [t(new, "3")], refuse_look_alike=0.5)
+        assert [p.name for p in a.people()] == ["Kit", "Rose"]

@@ -137,14 +137,17 @@ class FleetAdmin:
             raise GalleryError(f"{name!r}: already enrolled as {found[1]!r}")
 
     def _look_alike(
-        self, blobs: Sequence[bytes], threshold: float, except_id: int | None
+        self, blobs: Sequence[bytes], threshold: float, except_id: int | None, model_id: str
     ) -> tuple[str, float, int] | None:
         """(name, similarity, index of the new template) of someone else the new
-        templates already match at ``threshold``, if any."""
+        templates already match at ``threshold``, if any. Only templates of
+        ``model_id`` are compared (as :func:`edge.identity.look_alike`): a
+        similarity between two models' embeddings means nothing."""
         rows = self.conn.execute(
             "SELECT t.id, t.person_id, t.embedding, p.name FROM templates t"
-            " JOIN people p ON p.id = t.person_id WHERE t.person_id IS DISTINCT FROM %s",
-            [except_id]).fetchall()
+            " JOIN people p ON p.id = t.person_id"
+            " WHERE t.person_id IS DISTINCT FROM %s AND t.model_id = %s",
+            [except_id, model_id]).fetchall()
         if not rows or not blobs:
             return None
         key = self.key()
@@ -196,7 +199,7 @@ class FleetAdmin:
                 name = row[1]
             if refuse_look_alike is not None:
                 other = self._look_alike([b for b, _, _ in checked], refuse_look_alike,
-                                         row and row[0])
+                                         row and row[0], model_id)
                 if other is not None:
                     who, sim, i = other
                     raise GalleryError(
