@@ -272,6 +272,8 @@ class Daemon:
             from .mqtt import MqttBridge
 
             self.mqtt = MqttBridge(self.cfg, self.db_path, self)
+            if self.events is not None:  # woken by each commit, not by polling the table
+                self.events.on_written(self.mqtt.nudge)
 
     def _start_voice(self) -> None:
         if self.voice is None and self.cfg.voice.enabled:
@@ -479,8 +481,6 @@ class Daemon:
             self.events.put(kind, **fields)
         if self.metrics is not None:
             self.metrics.event(kind, fields)
-        if self.mqtt is not None:
-            self.mqtt.nudge()
 
     # -- housekeeping: watchdog, reloads, status ----------------------------------
 
