@@ -2,8 +2,11 @@
 
 With ``osdp`` in ``door.outputs`` edge-access is an OSDP reader at
 ``osdp.address`` on ``osdp.device`` (an RS-485 HAT's UART) at ``osdp.baud``.
-libosdp (its Python bindings, imported only then) runs the protocol; its own
-thread polls the line every 20 ms.
+libosdp (its Python bindings, imported only then) runs the protocol. Its own
+refresh thread would wake every 20 ms whatever happens; ours
+(:meth:`_Serial.wait`) blocks in ``select`` until the panel's bytes arrive
+(or :data:`IDLE_SECONDS` pass, for libosdp's timers), so the reader answers a
+poll as soon as it is on the line and otherwise leaves the GIL to the frame loop.
 
 * Secure channel: with the SCBK (16 bytes, 32 hex digits) from the systemd
   credential ``osdp-scbk`` or ``osdp.scbk_file`` (which must be mode 0600),
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import stat
 import termios
 import threading
+import time
 import tty
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +41,12 @@ if TYPE_CHECKING:
 __all__ = ["OsdpOutput", "card_bytes", "load_scbk"]
 
 log = logging.getLogger(__name__)
+
+#: Longest the refresh thread sleeps while the line is silent (libosdp's timers).
+IDLE_SECONDS = 0.1
+#: Bytes of the shortest OSDP packet: after the first byte of one arrives, the
+#: refresh waits as long as the rest takes on the wire instead of waking per byte.
+MIN_PACKET = 8
 
 _BAUDS = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400,
           57600: termios.B57600, 115200: termios.B115200}
@@ -77,6 +88,8 @@ class _Serial:
     """The serial line as libosdp's Channel: raw, non-blocking, at the configured speed."""
 
     def __init__(self, device: str, baud: int) -> None:
+        self.read_bytes = 0
+        self.gather = MIN_PACKET * 10 / baud  # 10 bits a byte on the wire
         try:
             self.fd = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         except OSError as e:
@@ -92,9 +105,22 @@ class _Serial:
 
     def read(self, max_bytes: int) -> bytes:
         try:
-            return os.read(self.fd, max_bytes)
+            data = os.read(self.fd, max_bytes)
         except (BlockingIOError, OSError):
             return b""
+        self.read_bytes += len(data)
+        return data
+
+    def wait(self, timeout: float) -> bool:
+        """Block (GIL released) until bytes can be read or ``timeout`` passes; True if readable."""
+        try:
+            readable = bool(select.select([self.fd], [], [], timeout)[0])
+        except (OSError, ValueError):  # closed under us: the refresh loop is stopping
+            time.sleep(timeout)
+            return False
+        if readable:
+            time.sleep(self.gather)  # the rest of a packet, not one wake-up per byte
+        return readable
 
     def write(self, buf: bytes) -> int:
         try:
@@ -107,6 +133,33 @@ class _Serial:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _reader_class(osdp: Any) -> Any:
+    """libosdp's PeripheralDevice with a refresh loop that sleeps until the line has bytes.
+
+    Its ``start``/``stop``/``submit_event`` (and their lock) are kept as they
+    are; only the thread's loop differs.
+    """
+
+    class Reader(osdp.PeripheralDevice):
+        def __init__(self, serial: _Serial, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self._line = serial
+
+        def refresh(self, event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+            line = self._line
+            while not event.is_set():
+                readable = line.wait(IDLE_SECONDS)
+                before = line.read_bytes
+                with lock:
+                    ctx.refresh()
+                if readable and line.read_bytes == before:
+                    # Bytes waiting that libosdp did not take (e.g. it is backing
+                    # off after an error): do not spin on a readable line.
+                    event.wait(IDLE_SECONDS)
+
+    return Reader
 
 
 class OsdpOutput:
@@ -155,7 +208,7 @@ class OsdpOutput:
         })()
         flags = [osdp.LibFlag.EnforceSecure] if scbk else []
         info = osdp.PDInfo(o.address, channel, scbk=scbk, flags=flags, name="edge-access")
-        self.pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning)
+        self.pd = _reader_class(osdp)(self._serial, info, caps, log_level=osdp.LogLevel.Warning)
         self.pd.start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._commands, name="osdp-commands", daemon=True)
