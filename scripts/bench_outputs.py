@@ -31,6 +31,7 @@ import json
 import os
 import pty
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -172,6 +173,8 @@ def main() -> int:
     from edge.enroll import enroll, templates_from_images
     from edge.gallery import Gallery
 
+    # SIGTERM ends the run through the finally below: the broker and panel go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     tmp = Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     children: list[Any] = []
@@ -267,6 +270,8 @@ def main() -> int:
                             latency[name].append((t - max(before)) * 1000)
             print(f"run {i + 1}: " + "; ".join(
                 f"{v} p99 {results[v][-1]['p99_ms']} ms median {results[v][-1]['median_ms']} ms "
+                f"cpu p99 {results[v][-1]['cpu_p99_ms']} ms other threads "
+                f"{results[v][-1]['other_threads_cpu_ms_per_frame']} ms/frame "
                 f"grants {results[v][-1]['grants']}" for v in variants), file=sys.stderr)
 
         def med(v: str, key: str) -> float | None:
@@ -280,6 +285,10 @@ def main() -> int:
             **{f"{v}_p99_ms": [r["p99_ms"] for r in results[v]] for v in variants},
             **{f"{v}_p99_ms_median": med(v, "p99_ms") for v in variants},
             **{f"{v}_median_ms_median": med(v, "median_ms") for v in variants},
+            **{f"{v}_cpu_p99_ms_median": med(v, "cpu_p99_ms") for v in variants},
+            **{f"{v}_cpu_median_ms_median": med(v, "cpu_median_ms") for v in variants},
+            **{f"{v}_other_threads_cpu_ms_per_frame_median":
+               med(v, "other_threads_cpu_ms_per_frame") for v in variants},
         }
         if "all" in variants and "relay" in variants:
             summary["p99_added_ms"] = round(summary["all_p99_ms_median"]
