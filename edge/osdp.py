@@ -14,8 +14,10 @@ poll as soon as it is on the line and otherwise leaves the GIL to the frame loop
 * A grant sends that person's card (``edge set NAME --card``, laid out as
   ``wiegand.format``) as a raw Wiegand card read.
 * The panel's LED and buzzer commands are logged; the LED drives
-  ``osdp.led_pin`` when set. Its output commands drive the door relay, when
-  there is one: on (permanent or timed) unlocks, off locks.
+  ``osdp.led_pin`` when set, temporary states (with their timer) over the
+  permanent one, steady or flashing (:class:`ReaderLed`). Its output
+  commands drive the door relay, when there is one: on (permanent or timed)
+  unlocks, off locks.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from .cards import CardLookup
     from .outputs import Grant
 
-__all__ = ["OsdpOutput", "card_bytes", "load_scbk"]
+__all__ = ["OsdpOutput", "ReaderLed", "card_bytes", "load_scbk"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,75 @@ class _Serial:
         os.close(self.fd)
 
 
+class ReaderLed:
+    """The reader's LED as the panel's LED commands set it (osdp.led_pin; none: just kept).
+
+    OSDP gives each LED a permanent state and, on top of it, a temporary one
+    with a timer (what a panel shows on a grant: green for a second or two),
+    after which the permanent state shows again. A state is an on colour for
+    ``on_count`` and an off colour for ``off_count`` (units of 100 ms): steady
+    when the two look the same or one time is zero, else flashing. A GPIO LED
+    has one colour: lit is any colour but black.
+    """
+
+    def __init__(self, device: Any, black: int) -> None:
+        self.device = device
+        self._black = black
+        self._lock = threading.Lock()
+        self.permanent: tuple[bool, bool, float, float] = (False, False, 0.0, 0.0)
+        self._timer: threading.Timer | None = None
+
+    def command(self, cmd: dict[str, Any]) -> None:
+        code = cmd.get("control_code", 0)
+        state = (cmd.get("on_color", self._black) != self._black,
+                 cmd.get("off_color", self._black) != self._black,
+                 cmd.get("on_count", 0) / 10, cmd.get("off_count", 0) / 10)
+        with self._lock:
+            if cmd.get("temporary"):
+                if code in (1, 2):  # 1: cancel the temporary state, 2: show it for the timer
+                    self._cancel()
+                if code == 1:
+                    self._show(self.permanent)
+                elif code == 2:
+                    self._show(state)
+                    seconds = cmd.get("timer_count", 0) / 10
+                    if seconds > 0:
+                        self._timer = threading.Timer(seconds, self._expire)
+                        self._timer.daemon = True
+                        self._timer.start()
+            elif code == 1:  # set the permanent state (shown unless a temporary one runs)
+                self.permanent = state
+                if self._timer is None:
+                    self._show(state)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._show(self.permanent)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _show(self, state: tuple[bool, bool, float, float]) -> None:
+        if self.device is None:
+            return
+        on_lit, off_lit, on_s, off_s = state
+        if on_lit == off_lit or on_s <= 0 or off_s <= 0:
+            self.device.value = on_lit if on_s > 0 or off_s <= 0 else off_lit
+        elif on_lit:
+            self.device.blink(on_time=on_s, off_time=off_s)
+        else:
+            self.device.blink(on_time=off_s, off_time=on_s)
+
+    def close(self) -> None:
+        with self._lock:
+            self._cancel()
+        if self.device is not None:
+            self.device.close()
+
+
 def _reader_class(osdp: Any) -> Any:
     """libosdp's PeripheralDevice with a refresh loop that sleeps until the line has bytes.
 
@@ -191,11 +262,12 @@ class OsdpOutput:
         if scbk is None:
             log.warning("osdp: no SCBK (osdp.scbk_file or credential osdp-scbk): "
                         "the line to the panel is NOT encrypted")
-        self._led: Any = None
+        led: Any = None
         if o.led_pin is not None:
             from gpiozero import DigitalOutputDevice
 
-            self._led = DigitalOutputDevice(o.led_pin, pin_factory=pin_factory)
+            led = DigitalOutputDevice(o.led_pin, pin_factory=pin_factory)
+        self._led = ReaderLed(led, osdp.CommandLEDColor.Black)
         self._serial = _Serial(str(o.device), o.baud)
         Cap = osdp.Capability
         caps = osdp.PDCapabilities([
@@ -247,10 +319,8 @@ class OsdpOutput:
         kind = cmd.get("command")
         self.commands.append(cmd)
         if kind == C.LED:
-            on = cmd.get("on_color", 0) != self._osdp.CommandLEDColor.Black
-            log.info("osdp: panel LED %s (%s)", "on" if on else "off", cmd)
-            if self._led is not None:
-                self._led.value = on
+            log.info("osdp: panel LED %s", cmd)
+            self._led.command(cmd)
         elif kind == C.Buzzer:
             log.info("osdp: panel buzzer (%s)", cmd)
         elif kind == C.Output:
@@ -274,5 +344,4 @@ class OsdpOutput:
         self._thread.join(2.0)
         self.pd.teardown()
         self._serial.close()
-        if self._led is not None:
-            self._led.close()
+        self._led.close()
