@@ -16,8 +16,9 @@ poll as soon as it is on the line and otherwise leaves the GIL to the frame loop
 * The panel's LED and buzzer commands are logged; the LED drives
   ``osdp.led_pin`` when set, temporary states (with their timer) over the
   permanent one, steady or flashing (:class:`ReaderLed`). Its output
-  commands drive the door relay, when there is one: on (permanent or timed)
-  unlocks, off locks.
+  commands drive the door relay, when there is one: permanent on holds it
+  unlocked until off (at most :data:`PANEL_HOLD_SECONDS`), timed on unlocks
+  for the panel's timer, off locks.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ __all__ = ["OsdpOutput", "ReaderLed", "card_bytes", "load_scbk"]
 
 log = logging.getLogger(__name__)
 
+#: A panel's "permanent on" holds the relay until its "off", but never longer
+#: than this (a panel gone silent must not leave the door open for good).
+PANEL_HOLD_SECONDS = 12 * 3600.0
 #: Longest the refresh thread sleeps while the line is silent (libosdp's timers).
 IDLE_SECONDS = 0.1
 #: Bytes of the shortest OSDP packet: after the first byte of one arrives, the
@@ -327,8 +331,8 @@ class OsdpOutput:
             code = cmd.get("control_code")
             log.info("osdp: panel output %s code %s", cmd.get("output_no"), code)
             if self.door is not None:
-                if code in (2, 4):  # permanent on
-                    self.door.unlock()
+                if code in (2, 4):  # permanent on: held until the panel says off
+                    self.door.unlock(PANEL_HOLD_SECONDS)
                 elif code == 5:  # temporary on, timer in units of 100 ms
                     self.door.unlock(max(0.1, cmd.get("timer_count", 0) / 10))
                 elif code in (1, 3, 6):  # off

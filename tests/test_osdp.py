@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pty
+import time
 import tty
 
 import pytest
@@ -98,7 +99,7 @@ def test_a_grant_reaches_the_panel_and_its_commands_come_back(site, tmp_path):
         pid = g.person("ada").id
         set_card(g, "ada", "33:4444", cfg.wiegand.format)
     factory = MockFactory()
-    door = Door(17, pin_factory=factory)
+    door = Door(17, pin_factory=factory, unlock_seconds=0.2)
     cp = osdp.ControlPanel([osdp.PDInfo(7, FdChannel(master), scbk=bytes.fromhex(KEY),
                                         flags=[osdp.LibFlag.EnforceSecure])],
                            log_level=osdp.LogLevel.Warning)
@@ -127,6 +128,8 @@ def test_a_grant_reaches_the_panel_and_its_commands_come_back(site, tmp_path):
         assert cp.submit_command(7, {"command": osdp.Command.Output, "output_no": 0,
                                      "control_code": 2, "timer_count": 0})
         assert wait_for(lambda: door.is_unlocked, 20)
+        time.sleep(1.0)  # five times the door's own unlock time: the panel holds it
+        assert door.is_unlocked
         assert cp.submit_command(7, {"command": osdp.Command.Output, "output_no": 0,
                                      "control_code": 1, "timer_count": 0})
         assert wait_for(lambda: not door.is_unlocked, 20)
