@@ -116,13 +116,26 @@ def test_an_engine_that_hangs_never_holds_up_a_frame(site, engine) -> None:
     release = threading.Event()
     voice = Voice(VoiceConfig(min_interval_seconds=0),
                   engine_factory=lambda: HangingEngine(release), speak_timeout=0.2)
+    greet, greets = voice.greet, []
+
+    def timed_greet(*args, **kwargs):  # what the frame loop spends in the voice
+        t0 = time.monotonic()
+        try:
+            return greet(*args, **kwargs)
+        finally:
+            greets.append(time.monotonic() - t0)
+
+    voice.greet = timed_greet  # type: ignore[method-assign]
     try:
         daemon, relay = run_twice(site, engine, voice)
     finally:
         release.set()
     assert relay == [False, True, False, True, False]
     assert daemon.frames == 550
-    assert max(daemon.frame_ms) < 200  # never a speak_timeout-long frame
+    # The greetings' frames never waited for the hung engine (speak_timeout): the
+    # greet calls are timed, not every frame (a loaded machine stalls a frame
+    # now and then for reasons of its own).
+    assert len(greets) == 2 and max(greets) < 0.2
     assert voice.restarts == 1  # the stuck worker was abandoned at the second greeting
     # Nor did shutdown wait for it: closing took less than the flush and join
     # timeouts it would have sat through (the whole run, 1100 frames, is not
