@@ -21,7 +21,8 @@ VENV_FLAGS  :=
 CONSTRAINTS :=
 endif
 
-.PHONY: help venv models system-deps test-deps run test lint bench clean reference-venv
+.PHONY: help venv models system-deps test-deps apt-deps run test test-ready lint bench clean \
+        reference-venv
 
 help:
 	@echo "make run    - start the door daemon on config.yaml"
@@ -62,6 +63,11 @@ test-deps:
 	  fi; \
 	fi
 
+# Both apt steps, one after the other (dpkg takes one install at a time).
+apt-deps:
+	@$(MAKE) --no-print-directory system-deps
+	@$(MAKE) --no-print-directory test-deps
+
 # espeak-ng speaks the greeting; installed when missing and we are root.
 system-deps:
 	@if ! command -v espeak-ng >/dev/null 2>&1; then \
@@ -75,16 +81,23 @@ system-deps:
 
 # The liveness and SFace models are built from their upstream files by our
 # converters, which need PyTorch: their own venv, made only when a file must be built.
+# --no-compile here and in .venv-reference: they run a few scripts once, and
+# byte-compiling all of PyTorch and JAX up front costs more than those runs use.
 CONVERT_VENV := .venv-convert
 CONVERT_STAMP := $(CONVERT_VENV)/.installed
 
 $(CONVERT_STAMP): scripts/convert-requirements.txt
 	$(PYTHON) -m venv $(CONVERT_VENV)
 	$(CONVERT_VENV)/bin/pip install --quiet --upgrade pip
-	$(CONVERT_VENV)/bin/pip install --quiet -r scripts/convert-requirements.txt
+	$(CONVERT_VENV)/bin/pip install --quiet --no-compile -r scripts/convert-requirements.txt
 	@touch $@
 
-models: $(STAMP)
+# The files our converters build: when one is missing (a fresh clone), the
+# converter venv is a prerequisite, so `make -j` installs it beside .venv.
+CONVERTED := models/sface.tflite models/minifasnet_v2.tflite models/minifasnet_v1se.tflite
+NEED_CONVERT := $(WITH_CONVERT)$(filter-out $(wildcard $(CONVERTED)),$(CONVERTED))
+
+models: $(STAMP) $(if $(NEED_CONVERT),$(CONVERT_STAMP))
 	@$(EDGE) models fetch --skip-build || { \
 	  echo "building the converted models (scripts/convert_*.py, once)"; \
 	  $(MAKE) --no-print-directory $(CONVERT_STAMP) && \
@@ -97,7 +110,7 @@ REFERENCE_STAMP := $(REFERENCE_VENV)/.installed
 
 $(REFERENCE_STAMP): tests/reference-requirements.txt
 	$(PYTHON) -m venv $(REFERENCE_VENV)
-	$(REFERENCE_VENV)/bin/pip install --quiet -r tests/reference-requirements.txt
+	$(REFERENCE_VENV)/bin/pip install --quiet --no-compile -r tests/reference-requirements.txt
 	@touch $@
 
 reference-venv: $(REFERENCE_STAMP)
@@ -109,8 +122,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check edge tests scripts
 	$(BIN)/mypy edge
 
-test: $(STAMP) system-deps test-deps models lint $(REFERENCE_STAMP)
-	$(BIN)/python -m pytest -q
+# Everything the tests need, made in parallel: the three venvs install side by
+# side (pip is mostly unpacking and compiling, one core each), lint runs while
+# the models are built, apt runs once. WITH_CONVERT: the tests also use the
+# converter venv (tests/test_spoofeval.py), so models waits for it instead of
+# building it itself.
+test-ready: $(STAMP) apt-deps models lint $(REFERENCE_STAMP) $(CONVERT_STAMP)
+
+# The tests run on TEST_JOBS pytest-xdist workers (auto: one per core); a
+# module whose fixtures are expensive keeps to one worker (xdist_group marks).
+TEST_JOBS ?= auto
+
+test:
+	@$(MAKE) --no-print-directory -j4 test-ready WITH_CONVERT=1
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
 
 bench: $(STAMP) models
 	$(EDGE) bench

@@ -17,11 +17,12 @@ if TYPE_CHECKING:
     from .eventlog import Event
     from .gallery import Gallery
 
-#: Every kind of event edge-access writes: the daemon's, then the admin changes'.
+#: Every kind of event edge-access writes: the daemon's (``admin`` is a lock or
+#: unlock command over MQTT, or its refusal), then the admin changes'.
 KINDS = (
-    "access", "door", "alarm", "storage",
+    "access", "door", "alarm", "storage", "admin",
     "enroll", "remove", "forget", "rename", "enable", "disable", "validity", "update",
-    "import", "export", "key_rotation", "restore", "migrate",
+    "card", "import", "export", "key_rotation", "restore", "migrate",
 )
 #: Kinds whose ``detail`` is the daemon's telemetry (track, frame, latency), not a change.
 _TELEMETRY = {"access", "alarm", "storage"}

@@ -260,8 +260,6 @@ class Daemon(Housekeeping):
             self.events.put(kind, **fields)
         if self.metrics is not None:
             self.metrics.event(kind, fields)
-        if self.mqtt is not None:
-            self.mqtt.nudge()
 
 
 def _round(v: float | None) -> float | None:

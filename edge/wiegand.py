@@ -153,14 +153,17 @@ class WiegandOutput:
         pulse = self.cfg.pulse_us / 1e6
         interval = self.cfg.interval_ms / 1e3
         with self._lock:
+            # The pins themselves, not the devices' on()/off(): those also stop
+            # blinks and take locks, Python work on the GIL 52 times a frame.
+            d0, d1 = self._d0.pin, self._d1.pin
             for bit in bits:
-                line = self._d1 if bit else self._d0
+                pin = d1 if bit else d0
                 start = time.perf_counter()
-                line.on()
+                pin.state = 0  # active low: the pulse pulls the line down
                 low = time.perf_counter()  # the pulse is timed from when the line went low
                 while time.perf_counter() - low < pulse:
                     pass
-                line.off()
+                pin.state = 1
                 # The gap is slept, not spun: a spinning thread holds the GIL and
                 # would delay the frame loop. Panels accept a wide range (0.2-20 ms).
                 rest = interval - (time.perf_counter() - start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,27 @@ def photo_copy(tmp_path: Path):
         return dst
 
     return copy
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path):
+    """A real systemd notify socket (unix datagram) in tmp_path: (socket, path)."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    yield sock, path
+    sock.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real mosquitto broker (:class:`tests.helpers.Broker`), stopped after the test."""
+    from .helpers import Broker
+
+    b = Broker(tmp_path / "broker")
+    yield b
+    if b.proc is not None and b.proc.poll() is None:
+        b.stop()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,9 @@ from edge.evaluate import (
 
 from .conftest import ROOT
 
+# Its module fixtures (one edge eval run) are built once: on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("evaluate")
+
 EVAL = ROOT.parent / "shared" / "eval"
 SUBSET = ("nuaa_0001", "nuaa_0002", "nuaa_0003")
 RUNNER = CliRunner(env={"EDGE_CONFIG": None, "EDGE_DB": None})

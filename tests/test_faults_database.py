@@ -89,6 +89,24 @@ def test_a_held_write_lock_never_blocks_put_and_loses_nothing(db: Path, caplog) 
     assert len([r for r in caplog.records if "cannot write yet" in r.getMessage()]) == 1
 
 
+def test_readers_are_told_after_each_commit_and_only_then(db: Path) -> None:
+    """The MQTT forwarder blocks on this instead of polling the table."""
+    writer = EventWriter(db)
+    seen: list[int] = []  # rows a reader finds when told
+    writer.on_written(lambda: seen.append(len(logged(db))))
+    with write_lock(db):
+        writer.put("test", detail={"seq": 0})
+        assert wait_for(lambda: writer.failing, 30)  # the writer tried, and was refused
+        assert seen == []  # nothing committed, nobody told
+    assert wait_for(lambda: seen, 30)
+    writer.put("test", detail={"seq": 1})
+    assert writer.flush(10)
+    assert wait_for(lambda: len(seen) >= 2, 30)
+    writer.close()
+    assert seen[0] >= 1 and seen[-1] == 2 and seen == sorted(seen)
+    assert_in_order(logged(db), 2)
+
+
 def test_the_spill_file_outlives_the_process_and_is_written_back_first(db: Path) -> None:
     with write_lock(db):
         first = EventWriter(db, memory_cap=10)

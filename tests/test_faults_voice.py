@@ -66,7 +66,9 @@ def site_config(site: Path) -> Config:
 
 
 def run_twice(site: Path, engine, voice: Voice) -> tuple[Daemon, list[bool]]:
-    """Lin walks up twice (the clip played twice); the daemon greets with ``voice``."""
+    """Lin walks up twice (the clip played twice); the daemon greets with ``voice``.
+
+    How long ``daemon.close()`` took is left in ``daemon.close_seconds``."""
     cfg = site_config(site)
     db = cfg.path(cfg.gallery.db)
     good, _ = templates_from_images(engine, [PEOPLE / "lin_manuel_miranda/lin1.png"])
@@ -79,7 +81,9 @@ def run_twice(site: Path, engine, voice: Voice) -> tuple[Daemon, list[bool]]:
         daemon.start()
         assert daemon.run() == 0
     finally:
+        t0 = time.monotonic()
         daemon.close()
+        daemon.close_seconds = time.monotonic() - t0  # type: ignore[attr-defined]
     return daemon, [bool(s.state) for s in factory.pin(cfg.door.pin).states]
 
 
@@ -112,17 +116,31 @@ def test_an_engine_that_hangs_never_holds_up_a_frame(site, engine) -> None:
     release = threading.Event()
     voice = Voice(VoiceConfig(min_interval_seconds=0),
                   engine_factory=lambda: HangingEngine(release), speak_timeout=0.2)
-    try:
+    greet, greets = voice.greet, []
+
+    def timed_greet(*args, **kwargs):  # what the frame loop spends in the voice
         t0 = time.monotonic()
+        try:
+            return greet(*args, **kwargs)
+        finally:
+            greets.append(time.monotonic() - t0)
+
+    voice.greet = timed_greet  # type: ignore[method-assign]
+    try:
         daemon, relay = run_twice(site, engine, voice)
-        elapsed = time.monotonic() - t0
     finally:
         release.set()
     assert relay == [False, True, False, True, False]
     assert daemon.frames == 550
-    assert max(daemon.frame_ms) < 200  # never a speak_timeout-long frame
+    # The greetings' frames never waited for the hung engine (speak_timeout): the
+    # greet calls are timed, not every frame (a loaded machine stalls a frame
+    # now and then for reasons of its own).
+    assert len(greets) == 2 and max(greets) < 0.2
     assert voice.restarts == 1  # the stuck worker was abandoned at the second greeting
-    assert elapsed < 5  # nor did shutdown wait for it
+    # Nor did shutdown wait for it: closing took less than the flush and join
+    # timeouts it would have sat through (the whole run, 1100 frames, is not
+    # timed: on a loaded machine that alone passed 5 s).
+    assert daemon.close_seconds < 2.0
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import urllib.request
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +369,46 @@ def test_edge_models_fetch_from_the_mirror(tmp_path, monkeypatch, offline):
     ]
     r = CliRunner().invoke(main, ["models", "check", "--config", str(config)])
     assert r.exit_code == 0, r.output
+
+
+BUILD_SCRIPT = """
+import shutil, sys, time
+from pathlib import Path
+src, dest = Path(sys.argv[1]), Path(sys.argv[2])
+marks = Path(sys.argv[0]).parent
+(marks / f"started-{src.name}").touch()
+# The other build must have started before this one ends: they run side by side.
+end = time.monotonic() + 120
+while len(list(marks.glob("started-*"))) < 2:
+    if time.monotonic() > end:
+        sys.exit("the other build never started beside this one")
+    time.sleep(0.05)
+shutil.copyfile(src, dest)
+"""
+
+
+def test_files_to_build_are_built_side_by_side_after_their_inputs(
+    tmp_path, monkeypatch, offline, logs
+):
+    """Each conversion takes minutes: the builds run two at a time, once inputs are in."""
+    inputs = [by_role(mirrored(), r) for r in ("detect_short", "facemesh")]
+    script = tmp_path / "build" / "copy.py"
+    script.parent.mkdir()
+    script.write_text(BUILD_SCRIPT)
+    built = [replace(m, file=f"built-{m.file}", role=f"built_{m.role}", mirror="not-there",
+                     sources=({"build": str(script), "input": m.file},)) for m in inputs]
+    monkeypatch.setenv("EDGE_CONVERT_PYTHON", sys.executable)
+    mf = write_manifest(tmp_path / "manifest.toml", [*built, *inputs])  # builds listed first
+    models_dir = tmp_path / "models"
+    statuses = fetch(models_dir, log=logs.append, manifest_path=mf)
+    assert all(s.ok for s in statuses) and len(statuses) == 4
+    for m in inputs:
+        assert (models_dir / f"built-{m.file}").read_bytes() == (MIRROR / m.mirror).read_bytes()
+    assert sorted(p.name for p in script.parent.glob("started-*")) == sorted(
+        f"started-{m.file}" for m in inputs)
+    # A build that fails names its file and why; nothing half-made is left.
+    (models_dir / built[0].file).unlink()
+    script.write_text("import sys; sys.exit('converter says no')")
+    with pytest.raises(ModelError, match=f"{built[0].file}: .*converter says no"):
+        fetch(models_dir, log=logs.append, manifest_path=mf)
+    assert not (models_dir / built[0].file).exists() and leftovers(models_dir) == []

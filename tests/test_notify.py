@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +98,16 @@ def test_watchdog_interval(
         else:
             monkeypatch.setenv(var, str(os.getpid()) if value == "self" else value)
     assert notify.watchdog_interval() == expected
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_sender(listener: socket.socket) -> None:
+    """A unix datagram queue holds ~10 messages; past that, a blocking sendto hangs the
+    door loop (SIGTERM included). Here nobody reads: the pings after the queue is full
+    are dropped, the first ones still arrive."""
+    sent: list[bool] = []
+    t = threading.Thread(target=lambda: sent.extend(notify.watchdog() for _ in range(200)))
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "notify blocked on a full socket"
+    assert len(sent) == 200 and sent[0] and not all(sent)
+    assert receive(listener) == "WATCHDOG=1"

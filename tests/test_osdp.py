@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import pty
+import time
 import tty
 
 import pytest
+from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
 from edge.cards import CardLookup, set_card
@@ -19,7 +21,7 @@ from edge.config import load_config
 from edge.door import Door
 from edge.errors import ConfigError
 from edge.gallery import Gallery
-from edge.osdp import OsdpOutput, card_bytes, load_scbk
+from edge.osdp import OsdpOutput, ReaderLed, card_bytes, load_scbk
 from edge.outputs import Grant
 from edge.wiegand import Card, decode, encode
 
@@ -97,7 +99,7 @@ def test_a_grant_reaches_the_panel_and_its_commands_come_back(site, tmp_path):
         pid = g.person("ada").id
         set_card(g, "ada", "33:4444", cfg.wiegand.format)
     factory = MockFactory()
-    door = Door(17, pin_factory=factory)
+    door = Door(17, pin_factory=factory, unlock_seconds=0.2)
     cp = osdp.ControlPanel([osdp.PDInfo(7, FdChannel(master), scbk=bytes.fromhex(KEY),
                                         flags=[osdp.LibFlag.EnforceSecure])],
                            log_level=osdp.LogLevel.Warning)
@@ -112,19 +114,28 @@ def test_a_grant_reaches_the_panel_and_its_commands_come_back(site, tmp_path):
         assert ev["format"] == osdp.CardFormat.Wiegand and ev["length"] == 26
         assert decode(bits_of(ev["data"], ev["length"])) == Card(33, 4444)
 
-        led = {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1,
-               "on_count": 10, "off_count": 10, "on_color": osdp.CommandLEDColor.Green,
-               "off_color": osdp.CommandLEDColor.Black, "timer_count": 10, "temporary": True}
+        # What a panel shows on a grant: green for a while (temporary), then the
+        # permanent state again (off). Then a permanent green stays.
+        led = {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 2,
+               "on_count": 10, "off_count": 0, "on_color": osdp.CommandLEDColor.Green,
+               "off_color": osdp.CommandLEDColor.Black, "timer_count": 5, "temporary": True}
         assert cp.submit_command(7, led)
+        assert wait_for(lambda: factory.pin(12).state == 1, 20)
+        assert wait_for(lambda: factory.pin(12).state == 0, 20)  # the timer ran out
+        assert cp.submit_command(7, led | {"control_code": 1, "temporary": False})
+        assert wait_for(lambda: len(out.commands) == 2, 20)
         assert wait_for(lambda: factory.pin(12).state == 1, 20)
         assert cp.submit_command(7, {"command": osdp.Command.Output, "output_no": 0,
                                      "control_code": 2, "timer_count": 0})
         assert wait_for(lambda: door.is_unlocked, 20)
+        time.sleep(1.0)  # five times the door's own unlock time: the panel holds it
+        assert door.is_unlocked
         assert cp.submit_command(7, {"command": osdp.Command.Output, "output_no": 0,
                                      "control_code": 1, "timer_count": 0})
         assert wait_for(lambda: not door.is_unlocked, 20)
-        assert [c["command"] for c in out.commands] == [osdp.Command.LED,
+        assert [c["command"] for c in out.commands] == [osdp.Command.LED, osdp.Command.LED,
                                                         osdp.Command.Output, osdp.Command.Output]
+        assert factory.pin(12).state == 1  # the permanent green outlasts the output commands
     finally:
         cp.teardown()
         out.close()
@@ -132,3 +143,20 @@ def test_a_grant_reaches_the_panel_and_its_commands_come_back(site, tmp_path):
         os.close(master)
         os.close(slave)
     assert [bool(s.state) for s in factory.pin(17).states] == [False, True, False]
+
+
+def test_the_reader_led_flashes_and_goes_back_to_its_permanent_state():
+    factory = MockFactory()
+    led = ReaderLed(DigitalOutputDevice(13, pin_factory=factory), osdp.CommandLEDColor.Black)
+    green, black = osdp.CommandLEDColor.Green, osdp.CommandLEDColor.Black
+    try:
+        led.command({"control_code": 1, "temporary": False, "on_color": green,
+                     "off_color": black, "on_count": 1, "off_count": 0})
+        assert factory.pin(13).state == 1  # permanent steady green
+        led.command({"control_code": 2, "temporary": True, "on_color": green,
+                     "off_color": black, "on_count": 1, "off_count": 1, "timer_count": 20})
+        assert wait_for(lambda: sum(not s.state for s in factory.pin(13).states) >= 3, 30)
+        led.command({"control_code": 1, "temporary": True})  # cancel: permanent green again
+        assert factory.pin(13).state == 1
+    finally:
+        led.close()

@@ -6,6 +6,8 @@ falling edge on D0 is a 0, on D1 a 1, put in order by the time it happened.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import subprocess
 import sys
 import threading
@@ -95,6 +97,12 @@ def test_pins_carry_the_frame_in_order(bits):
             for i, s in enumerate(pin.states[2:], 2):
                 if s.state and not pin.states[i - 1].state:
                     assert s.timestamp >= cfg.pulse_us / 1e6
+        # Bits start one interval apart (a busy machine only makes gaps longer; one
+        # pulse written late shortens the gap after it, hence the median).
+        edges = sorted(falling_edges(factory.pin(5)) + falling_edges(factory.pin(6)))
+        gaps = [b - a for a, b in itertools.pairwise(edges)]
+        assert len(gaps) == bits - 1 and min(gaps) > 0
+        assert statistics.median(gaps) >= cfg.interval_ms / 1e3 * 0.99
     finally:
         out.close()
 

@@ -22,6 +22,9 @@ from edge.spoofeval import SpoofReport, SpoofScorer, evaluate
 
 from .conftest import FACES, MODELS, ROOT
 
+# Its module fixtures (the scorer, the scored spoof set) are built once: on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("spoofeval")
+
 SPOOF = Path(os.environ.get("EDGE_EVAL", ROOT.parent / "shared" / "eval")) / "spoof"
 SE_MODEL = MODELS / "minifasnet_v1se.tflite"
 SE_CHECKPOINT = MODELS / "4_0_0_80x80_MiniFASNetV1SE.pth"
