@@ -25,7 +25,8 @@ from edge.config import CameraConfig
 from edge.errors import CameraError
 from edge.image import read_image
 
-FACES = Path("/work/shared/faces")
+from .conftest import FACES
+
 CLIP = FACES / "video" / "short_hamilton_clip.mp4"
 CLIP_FRAMES = 275
 CLIP_FPS = 29.97
@@ -35,7 +36,13 @@ PHOTOS = [
     FACES / "people" / "alex_lacamoire" / "alex2.png",
 ]
 
-pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason="test media not present")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _media_present() -> None:
+    """The clip and photos are ../shared's (or $EDGE_FACES'): missing is a failure, never a skip."""
+    missing = [str(p) for p in (CLIP, *PHOTOS) if not p.is_file()]
+    assert not missing, f"the shared test media are missing: {', '.join(missing)}"
 
 
 def drain(grabber: FrameGrabber, timeout: float = 5.0) -> list[Frame]:
