@@ -1,0 +1,150 @@
+"""The TFLite runtime loader: crash diagnostics, the banner filter, tflite-runtime on NumPy 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from edge.errors import ModelError
+from edge.runtime import TFLITE_RUNTIME_NUMPY, load_interpreter
+
+from .conftest import MODELS, PEOPLE, ROOT
+
+DETECTOR = MODELS / "face_detection_short_range.tflite"
+# A child without ai-edge-litert: the loader falls back to tflite-runtime.
+HIDE_LITERT = "import sys; sys.modules['ai_edge_litert'] = None\n"
+
+
+def _python(code: str, *args: str, hide_litert: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", HIDE_LITERT * hide_litert + textwrap.dedent(code), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_a_crash_inside_a_model_load_prints_its_faulthandler_traceback() -> None:
+    """A real SIGSEGV in native code during allocate_tensors(): the traceback
+    reaches stderr (it used to say only "Segmentation fault")."""
+    r = _python(
+        """
+        import ctypes, sys
+        import edge.runtime as runtime
+
+        real = runtime._interpreter_class()
+
+        class Crashing(real):
+            __module__ = real.__module__
+
+            def allocate_tensors(self):
+                ctypes.string_at(0)  # a read of address 0: SIGSEGV
+
+        runtime._interpreter_class = lambda: Crashing
+        runtime.load_interpreter(sys.argv[1])
+        """,
+        str(DETECTOR),
+    )
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr)
+    assert "Fatal Python error: Segmentation fault" in r.stderr
+    assert "in allocate_tensors" in r.stderr and "in load_interpreter" in r.stderr
+
+
+def test_a_load_keeps_the_banner_out_and_lets_everything_else_through(capfd) -> None:
+    it = load_interpreter(DETECTOR)
+    assert it.get_input_details()[0]["shape"].tolist() == [1, 128, 128, 3]
+    os.write(2, b"after the load\n")
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err and "INFO: Created TensorFlow Lite" not in err
+    assert "after the load" in err
+
+
+def test_native_writes_during_a_load_pass_through_but_the_banner_does_not() -> None:
+    r = _python(
+        """
+        import os, sys
+        import edge.runtime as runtime
+
+        real = runtime._interpreter_class()
+
+        class Noisy(real):
+            __module__ = real.__module__
+
+            def allocate_tensors(self):
+                os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
+                os.write(2, b"ERROR: the runtime said something that matters\\n")
+                return super().allocate_tensors()
+
+        runtime._interpreter_class = lambda: Noisy
+        runtime.load_interpreter(sys.argv[1])
+        print("loaded")
+        """,
+        str(DETECTOR),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "loaded"
+    assert r.stderr == "ERROR: the runtime said something that matters\n"
+
+
+def test_tflite_runtime_with_numpy_2_is_a_model_error_naming_the_fix() -> None:
+    """The real tflite-runtime wheel (the test extra installs it) on this venv's NumPy 2."""
+    import numpy as np
+
+    assert int(np.__version__.split(".")[0]) >= 2, "this test is about NumPy 2"
+    r = _python(
+        """
+        import sys
+        from edge.errors import ModelError
+        from edge.runtime import load_interpreter, runtime_name
+        print(runtime_name())
+        try:
+            load_interpreter(sys.argv[1])
+        except ModelError as e:
+            print(e)
+        """,
+        str(DETECTOR),
+        hide_litert=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "tflite_runtime",
+        f"{DETECTOR}: cannot load model ({TFLITE_RUNTIME_NUMPY})",
+    ]
+    assert r.stderr == ""
+
+
+def test_tflite_runtime_with_numpy_2_raises_system_error_that_the_check_stands_for() -> None:
+    """Why the check exists: the runtime itself, opened directly, raises SystemError."""
+    r = _python(
+        """
+        import sys
+        from tflite_runtime.interpreter import Interpreter
+        try:
+            Interpreter(model_path=sys.argv[1])
+        except SystemError:
+            print("SystemError")
+        """,
+        str(DETECTOR),
+        hide_litert=True,
+    )
+    assert r.stdout.strip() == "SystemError", r.stderr
+
+
+def test_the_cli_says_one_line_when_only_tflite_runtime_is_there() -> None:
+    r = _python(
+        "from edge.cli import main\nmain()\n",
+        "identify", str(PEOPLE / "joe_biden" / "biden.jpg"),
+        hide_litert=True,
+    )
+    assert r.returncode != 0
+    assert TFLITE_RUNTIME_NUMPY in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_missing_model_file_is_a_model_error(tmp_path) -> None:
+    with pytest.raises(ModelError, match="model file missing"):
+        load_interpreter(tmp_path / "none.tflite")
