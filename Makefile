@@ -37,17 +37,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# mosquitto is the broker the MQTT tests start (installed when missing and we
-# are root); only make test needs it: a door never needs a broker of its own.
+# mosquitto is the broker the MQTT tests start, sshd (openssh-server) the one
+# the `edge models fetch --from user@host:path` tests start, each unprivileged
+# on its own port (installed when missing and we are root); only make test
+# needs them: a door never needs a broker of its own.
 test-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto (for the MQTT tests)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	  else \
-	    echo "warning: mosquitto is missing, the MQTT tests are skipped (sudo apt-get install mosquitto)"; \
+	@for pair in mosquitto:mosquitto sshd:openssh-server; do \
+	  prog=$${pair%%:*}; pkg=$${pair#*:}; \
+	  if ! command -v $$prog >/dev/null 2>&1 && [ ! -x /usr/sbin/$$prog ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing $$pkg (for the tests)"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null; \
+	    else \
+	      echo "warning: $$prog is missing, its tests fail (sudo apt-get install $$pkg)"; \
+	    fi; \
 	  fi; \
-	fi
+	done
 
 # espeak-ng speaks the greeting; installed when missing and we are root.
 system-deps:
