@@ -84,7 +84,125 @@ build() {
   log "built $TARBALL in $((SECONDS - t0)) s"
 }
 
+# `edge identify` as the comparison: everyone in ../shared/faces/people
+# enrolled (a folder each), then every group photo and one photo of each person
+# identified. Run with this machine's edge and inside the chroot; the answers
+# must be the same bytes.
+identify_answers() { # EDGE FACES WORKDIR -> answers on stdout
+  local edge=$1 faces=$2 work=$3 person photo
+  rm -f "$work/identify.db"
+  for person in "$faces"/people/*/; do
+    "$edge" enroll "$(basename "$person")" "$person" --db "$work/identify.db" --create >/dev/null
+  done
+  for photo in "$faces"/group/* "$faces"/people/*/*1.*; do
+    [ -f "$photo" ] || continue
+    printf '== %s\n' "${photo#"$faces"/}"
+    "$edge" identify "$photo" --db "$work/identify.db"
+  done
+}
+
+# What a Pi user does, run inside the chroot as the user pi.
+inside() { # PASS
+  set -euo pipefail
+  local pass=$1 t
+  cd ~/edge-access
+  step() { # NAME COMMAND... : run, time, log
+    local name=$1; shift
+    t=$SECONDS
+    echo "== $name: $*"
+    "$@"
+    echo "time $name $((SECONDS - t)) s" | tee -a ~/out/times
+  }
+  python3 -c 'import platform, sys; print(platform.machine(), sys.version.split()[0])'
+  step install make venv
+  .venv/bin/python -c 'import numpy, cv2; print("numpy", numpy.__version__, "opencv", cv2.__version__)' | tee ~/out/versions
+  .venv/bin/pip list 2>/dev/null > ~/out/pip-list
+  step fetch .venv/bin/edge models fetch --from /media/usb/models
+  step check .venv/bin/edge models check
+  step identify bash -c "$(declare -f identify_answers); identify_answers .venv/bin/edge ../shared/faces ~/out > ~/out/identify.txt"
+  step bench bash -c '.venv/bin/edge bench --json --repeat 3 --db ~/out/bench.db --create > ~/out/bench.json'
+  step tests .venv/bin/python -m pytest -m pi -q -p no:cacheprovider --junitxml ~/out/junit.xml
+}
+
+mounted_under() { findmnt -rn -o TARGET | awk -v r="$1" 'index($0, r) == 1' | sort -r; }
+
+teardown() { # ROOT: unmount everything below it, then (only then) remove it
+  local root=$1 m
+  for m in $(mounted_under "$root"); do umount -l "$m" 2>/dev/null || true; done
+  if [ -n "$(mounted_under "$root")" ]; then
+    echo "test-arm64: still mounted under $root, not removing it" >&2; return 1
+  fi
+  rm -rf "$root"
+}
+
+run_pass() { # numpy2 | pi
+  local pass=$1 root=$CACHE/run-$1 out=$OUT/$1 t0=$SECONDS
+  [ -d "$root" ] && teardown "$root"
+  rm -rf "$out"; mkdir -p "$out" "$root"
+  log "$pass: unpacking the system"
+  tar -C "$root" -xzf "$TARBALL"
+  mount -t proc proc "$root/proc"
+  mount --rbind /sys "$root/sys"; mount --make-rslave "$root/sys"
+  mount --rbind /dev "$root/dev"; mount --make-rslave "$root/dev"
+  mount -t tmpfs tmpfs "$root/dev/shm"
+  mount --bind "$REPO/scripts/cpuinfo-cortex-a72" "$root/proc/cpuinfo"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  # The checkout as git sees it (no venv, no model files), ../shared beside it,
+  # the x86 machine's models folder as a USB stick.
+  local home=$root/home/pi
+  mkdir -p "$home/edge-access" "$home/shared" "$home/out" "$root/media/usb/models"
+  (cd "$REPO" && git ls-files -z -co --exclude-standard | tar --null -T - -cf -) | tar -C "$home/edge-access" -xf -
+  mount --bind "$SHARED" "$home/shared"; mount -o remount,bind,ro "$home/shared"
+  mount --bind "$REPO/models" "$root/media/usb/models"; mount -o remount,bind,ro "$root/media/usb/models"
+  if [ "$pass" = pi ]; then
+    # The Pi's camera stack: apt's NumPy and a picamera2 built on it. The
+    # stand-in only imports NumPy (no libcamera here); it makes the Makefile
+    # take its Pi branch (--system-site-packages, numpy<2).
+    mkdir -p "$root/usr/lib/python3/dist-packages/picamera2"
+    printf '"""Stand-in for apt'"'"'s python3-picamera2 (scripts/test-arm64.sh)."""\nimport numpy  # noqa: F401\n' \
+      > "$root/usr/lib/python3/dist-packages/picamera2/__init__.py"
+  fi
+  chroot "$root" chown -R pi:pi /home/pi/edge-access /home/pi/out
+  log "$pass: running as pi (log: $out/log)"
+  local rc=0
+  nice -n 19 env -i HOME=/home/pi USER=pi LOGNAME=pi LANG=C.UTF-8 TERM=dumb \
+    PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+    chroot --userspec=pi:pi "$root" /bin/bash -c "$(declare -f inside identify_answers); inside $pass" \
+    > "$out/log" 2>&1 || rc=$?
+  cp -a "$home/out/." "$out/" 2>/dev/null || true
+  teardown "$root"
+  echo "time total $((SECONDS - t0)) s" >> "$out/times"
+  log "$pass: exit $rc; $(tr '\n' ';' < "$out/times")"
+  tail -3 "$out/log" | sed "s/^/[$pass] /"
+  return $rc
+}
+
+compare_identify() { # PASS: the chroot's answers against this machine's
+  local pass=$1
+  [ -s "$OUT/x86/identify.txt" ] || {
+    mkdir -p "$OUT/x86"
+    identify_answers "$REPO/.venv/bin/edge" "$SHARED/faces" "$OUT/x86" > "$OUT/x86/identify.txt"
+  }
+  if cmp -s "$OUT/x86/identify.txt" "$OUT/$pass/identify.txt"; then
+    log "$pass: edge identify gives the same bytes as on x86 ($(grep -c '^==' "$OUT/x86/identify.txt") photos)"
+  else
+    log "$pass: edge identify DIFFERS from x86:"; diff "$OUT/x86/identify.txt" "$OUT/$pass/identify.txt" || true
+    return 1
+  fi
+}
+
 case "${1:-all}" in
   build) build ;;
-  *) build; exec "$REPO/scripts/arm64-run.sh" "$@" ;;
+  numpy2|pi)
+    build; host_tools
+    run_pass "$1" && compare_identify "$1" ;;
+  all)
+    build; host_tools
+    [ -x "$REPO/.venv/bin/edge" ] || die "no $REPO/.venv: run make venv first (the x86 answers)"
+    # The two passes at once: qemu runs each on one core.
+    "$0" numpy2 & a=$!
+    "$0" pi & b=$!
+    rc=0; wait $a || rc=1; wait $b || rc=1
+    exit $rc ;;
+  *) die "usage: $0 [build|numpy2|pi|all]" ;;
 esac
