@@ -945,3 +945,15 @@ def test_status_and_restore_agree_on_whether_the_daemon_runs(tmp_path: Path, sta
         one_line(restored, 1, "daemon is running", "stop it first")
     else:
         assert "daemon is running" not in restored.output
+
+
+@pytest.mark.pi
+def test_camera_enrollment_reads_a_file_to_the_end_however_slow(engine, tmp_path: Path):
+    """A video file is not held to the live camera's wall-clock limit: with no
+    time at all (as on a CPU far slower than this one) it still yields every face asked."""
+    from edge.camera import OpenCVSource
+    from edge.enroll import templates_from_camera
+
+    templates = templates_from_camera(engine, OpenCVSource(str(VIDEO), "file"), 3, timeout=0.0)
+    assert len(templates) == 3
+    assert len({t.source for t in templates}) == 3
