@@ -21,7 +21,7 @@ VENV_FLAGS  :=
 CONSTRAINTS :=
 endif
 
-.PHONY: help venv models system-deps test-deps run test lint bench clean reference-venv
+.PHONY: help venv models system-deps test-deps run test lint bench clean reference-venv test-arm64
 
 help:
 	@echo "make run    - start the door daemon on config.yaml"
@@ -76,8 +76,15 @@ $(CONVERT_STAMP): scripts/convert-requirements.txt
 	$(CONVERT_VENV)/bin/pip install --quiet -r scripts/convert-requirements.txt
 	@touch $@
 
+# The converters do not install on aarch64 (litert-converter and jaxlib ship no
+# aarch64 wheel): a Pi copies the models from another machine instead.
 models: $(STAMP)
 	@$(EDGE) models fetch --skip-build || { \
+	  if [ "$$(uname -m)" = aarch64 ]; then \
+	    echo "the converted models cannot be built on aarch64 (no litert-converter wheel):"; \
+	    echo "copy them: $(EDGE) models fetch --from USER@OTHER_DOOR:PATH/models (or a USB stick's folder)"; \
+	    exit 1; \
+	  fi; \
 	  echo "building the converted models (scripts/convert_*.py, once)"; \
 	  $(MAKE) --no-print-directory $(CONVERT_STAMP) && \
 	  EDGE_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(EDGE) models fetch; }
@@ -103,6 +110,13 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps test-deps models lint $(REFERENCE_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The install, the models and `pytest -m pi` on an emulated Raspberry Pi (Debian
+# bookworm arm64 under qemu-user-static; installs qemu-user-static,
+# binfmt-support and debootstrap when missing). Root; ~17 min the first time,
+# then the cached system is reused. Not part of make test or CI: too slow.
+test-arm64: $(STAMP) models
+	scripts/test-arm64.sh
 
 bench: $(STAMP) models
 	$(EDGE) bench

@@ -126,19 +126,17 @@ def test_grabber_replay_delivers_every_frame_in_order_then_ends() -> None:
 
 def test_grabber_realtime_drops_stale_frames_for_a_slow_consumer() -> None:
     grabber = FrameGrabber(OpenCVSource(str(CLIP), "file"), realtime=True)
-    got: list[tuple[int, float]] = []
+    indices: list[int] = []
     with grabber:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            frame = grabber.get(1.0)
+        for _ in range(5):
+            frame = grabber.get(60.0)
             assert frame is not None
-            # The newest frame: read less than a frame period or so ago, not a queued one.
-            got.append((frame.index, time.monotonic() - frame.t_mono))
-            time.sleep(0.15)  # a consumer slower than 30 fps
-    indices = [i for i, _ in got]
+            indices.append(frame.index)
+            time.sleep(0.4)  # a consumer far slower than 30 fps (or a slow CPU's decoding)
     assert all(b - a > 1 for a, b in itertools.pairwise(indices))
-    assert max(age for _, age in got) < 0.1
-    assert grabber.dropped > 0
+    # No queue: every frame read between two taken ones was dropped, not kept
+    # (counted, not timed: a frame's age says more about the CPU than the grabber).
+    assert grabber.dropped >= (indices[-1] - indices[0] + 1) - len(indices)
     assert not grabber.ended
 
 
