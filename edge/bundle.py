@@ -27,8 +27,9 @@ import numpy as np
 from . import crypto, identity
 from .errors import GalleryError
 from .files import write_temp
-from .gallery import LEGACY_MODEL_ID, Gallery
+from .gallery import Gallery
 from .records import EMBEDDING_BYTES, check_name, check_quality_and_sha, now_iso, person_row
+from .sealing import LEGACY_MODEL_ID
 
 BUNDLE_FORMAT = "edge-gallery"
 BUNDLE_VERSION = 1

@@ -35,6 +35,7 @@ from .match import DIM
 
 if TYPE_CHECKING:
     from .gallery import Gallery
+    from .sealing import SealedTemplates
 
 
 def nfc(name: str) -> str:
@@ -85,7 +86,7 @@ class LookAlike:
 
 
 def _embeddings(
-    gallery: Gallery, where: str, args: Sequence[object]
+    gallery: SealedTemplates, where: str, args: Sequence[object]
 ) -> tuple[np.ndarray, list[int]]:
     """Plain embeddings (rows) and their person ids, of the templates ``where`` selects."""
     rows = gallery.db.execute(
@@ -96,7 +97,10 @@ def _embeddings(
 
 
 def look_alike(
-    gallery: Gallery, embeddings: Sequence[bytes], threshold: float, except_id: int | None = None
+    gallery: SealedTemplates,
+    embeddings: Sequence[bytes],
+    threshold: float,
+    except_id: int | None = None,
 ) -> LookAlike | None:
     """The enrolled person (other than ``except_id``) most like any of ``embeddings``, if at or
     above ``threshold``; call inside the gallery's transaction. Embeddings are packed unit rows."""
