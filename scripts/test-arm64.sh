@@ -151,7 +151,10 @@ run_pass() { # numpy2 | pi
   mount --rbind /dev "$root/dev"; mount --make-rslave "$root/dev"
   mount -t tmpfs tmpfs "$root/dev/shm"
   mount --bind "$REPO/scripts/cpuinfo-cortex-a72" "$root/proc/cpuinfo"
+  # This machine's network as the chroot's: its DNS, and its CA bundle (where
+  # PyPI is reached through a TLS-inspecting proxy, its CA must be trusted too).
   cp /etc/resolv.conf "$root/etc/resolv.conf"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   # The checkout as git sees it (no venv, no model files), ../shared beside it,
   # the x86 machine's models folder as a USB stick.
   local home=$root/home/pi

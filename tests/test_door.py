@@ -232,6 +232,9 @@ CHILD = textwrap.dedent(
     from edge.door import Door, install_fail_secure
 
     stop = threading.Event()
+    # Python's own SIGINT handler, as a terminal gives it: a child of a background
+    # job (nohup, a CI runner) inherits SIGINT ignored, and then rightly stays up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if mode == "chain":
         signal.signal(signal.SIGTERM, lambda s, f: stop.set())
     door = Door(17)
