@@ -76,8 +76,9 @@ $(CONVERT_STAMP): scripts/convert-requirements.txt
 	$(CONVERT_VENV)/bin/pip install --quiet -r scripts/convert-requirements.txt
 	@touch $@
 
-# The converters do not install on aarch64 (litert-converter and jaxlib ship no
-# aarch64 wheel): a Pi copies the models from another machine instead.
+# The converters do not install on aarch64 (litert-converter 0.5.0 publishes an
+# x86_64 wheel only, no aarch64 one nor a source archive): a Pi copies the
+# models from another machine instead.
 models: $(STAMP)
 	@$(EDGE) models fetch --skip-build || { \
 	  if [ "$$(uname -m)" = aarch64 ]; then \
