@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "$(CONSTRAINTS)" > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp,fleet]'
 	@touch $@
 
 venv: $(STAMP)
@@ -53,6 +53,19 @@ test-deps:
 	    fi; \
 	  fi; \
 	done
+
+# PostgreSQL is the fleet's central store; the fleet tests start a real server of
+# their own (tests/pg.py: initdb in a temporary folder). Installed when missing
+# and we are root; a door never needs a server of its own.
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (for the fleet tests)"; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "error: PostgreSQL is missing and the fleet tests need it (sudo apt-get install postgresql)"; exit 1; \
+	  fi; \
+	fi
 
 # espeak-ng speaks the greeting; installed when missing and we are root.
 system-deps:

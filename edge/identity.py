@@ -101,12 +101,20 @@ def look_alike(
     embeddings: Sequence[bytes],
     threshold: float,
     except_id: int | None = None,
+    *,
+    model_id: str,
 ) -> LookAlike | None:
     """The enrolled person (other than ``except_id``) most like any of ``embeddings``, if at or
-    above ``threshold``; call inside the gallery's transaction. Embeddings are packed unit rows."""
+    above ``threshold``; call inside the gallery's transaction. Embeddings are packed unit rows.
+
+    Only templates of ``model_id`` (the embedder that made ``embeddings``) are
+    compared: a similarity between two models' embeddings means nothing.
+    """
     if not embeddings:
         return None
-    theirs, owners = _embeddings(gallery, "person_id IS NOT ?", [except_id])
+    theirs, owners = _embeddings(
+        gallery, "person_id IS NOT ? AND model_id = ?", [except_id, model_id]
+    )
     if not owners:
         return None
     mine = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(-1, DIM)

@@ -164,7 +164,8 @@ class People(SealedTemplates):
                     raise GalleryError(f"{name!r}: template {i + 1}: {e}") from None
             if refuse_look_alike is not None:
                 other = identity.look_alike(
-                    self, [c[0] for c in checked], refuse_look_alike, row and row[0]
+                    self, [c[0] for c in checked], refuse_look_alike, row and row[0],
+                    model_id=model_id,
                 )
                 if other is not None:
                     raise GalleryError(

@@ -100,3 +100,27 @@ def photo_copy(tmp_path: Path):
         return dst
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL cluster of this worker's own (tests/pg.py), stopped and removed after.
+
+    Session-scoped: under pytest-xdist each worker process starts its own.
+    Tests that stop it (the offline tests) must start it again before they end.
+    """
+    from tests.pg import PgServer
+
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_db(pg_server) -> str:
+    """The name of a fresh, empty database in :func:`pg_server`, for one test."""
+    if not pg_server.running():  # a test that stopped it and failed before restarting
+        pg_server.start()
+    return pg_server.new_database()
