@@ -96,7 +96,7 @@ identify_answers() { # EDGE FACES WORKDIR -> answers on stdout
   local edge=$1 faces=$2 work=$3 person photo
   rm -f "$work/identify.db"
   for person in "$faces"/people/*/; do
-    "$edge" enroll "$(basename "$person")" "$person" --db "$work/identify.db" --create >/dev/null
+    "$edge" enroll "$(basename "$person")" "$person"* --db "$work/identify.db" --create >/dev/null
   done
   for photo in "$faces"/group/* "$faces"/people/*/*1.*; do
     [ -f "$photo" ] || continue
