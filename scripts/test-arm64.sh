@@ -92,16 +92,21 @@ build() {
 # enrolled (a folder each), then every group photo and one photo of each person
 # identified. Run with this machine's edge and inside the chroot; the answers
 # must be the same bytes.
-identify_answers() { # EDGE FACES WORKDIR -> answers on stdout
-  local edge=$1 faces=$2 work=$3 person photo
-  rm -f "$work/identify.db"
+identify_answers() { # EDGE FACES WORKDIR CONFIG -> answers on stdout
+  local edge=$1 faces=$2 work=$3 config=$4 person photo
+  rm -f "$work/identify.db" "$work/gallery.key"
+  # The checkout's config with the gallery key in WORKDIR, not the checkout's data/.
+  # (the models folder stays the checkout's: relative paths follow the config file).
+  sed -e "s#key_file: data/gallery.key#key_file: $work/gallery.key#" \
+      -e "s#  dir: models #  dir: $(cd "$(dirname "$config")" && pwd)/models #" "$config" > "$work/config.yaml"
   for person in "$faces"/people/*/; do
-    "$edge" enroll "$(basename "$person")" "$person"* --db "$work/identify.db" --create >/dev/null
+    "$edge" enroll "$(basename "$person")" "$person"* --config "$work/config.yaml" \
+      --db "$work/identify.db" --create >/dev/null
   done
   for photo in "$faces"/group/* "$faces"/people/*/*1.*; do
     [ -f "$photo" ] || continue
     printf '== %s\n' "${photo#"$faces"/}"
-    "$edge" identify "$photo" --db "$work/identify.db"
+    "$edge" identify "$photo" --config "$work/config.yaml" --db "$work/identify.db"
   done
 }
 
@@ -124,7 +129,7 @@ inside() { # PASS
   .venv/bin/pip list 2>/dev/null > ~/out/pip-list
   step fetch .venv/bin/edge models fetch --from /media/usb/models
   step check .venv/bin/edge models check
-  step identify bash -c "$(declare -f identify_answers); identify_answers .venv/bin/edge ../shared/faces ~/out > ~/out/identify.txt" || failed=1
+  step identify bash -c "$(declare -f identify_answers); identify_answers .venv/bin/edge ../shared/faces ~/out config.yaml > ~/out/identify.txt" || failed=1
   # --repeat 3, not 30: under qemu the default takes many minutes and the
   # figures are the emulator's, not a Pi's; this checks bench runs here.
   step bench bash -c '.venv/bin/edge bench --json --repeat 3 --db ~/out/bench.db --create > ~/out/bench.json' || failed=1
@@ -197,7 +202,7 @@ compare_identify() { # PASS: the chroot's answers against this machine's
   local pass=$1
   [ -s "$OUT/x86/identify.txt" ] || {
     mkdir -p "$OUT/x86"
-    identify_answers "$REPO/.venv/bin/edge" "$SHARED/faces" "$OUT/x86" > "$OUT/x86/identify.txt"
+    identify_answers "$REPO/.venv/bin/edge" "$SHARED/faces" "$OUT/x86" "$REPO/config.yaml" > "$OUT/x86/identify.txt"
   }
   if cmp -s "$OUT/x86/identify.txt" "$OUT/$pass/identify.txt"; then
     log "$pass: edge identify gives the same bytes as on x86 ($(grep -c '^==' "$OUT/x86/identify.txt") photos)"
