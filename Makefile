@@ -22,7 +22,7 @@ CONSTRAINTS :=
 endif
 
 .PHONY: help venv models system-deps test-deps apt-deps run test test-ready lint bench clean \
-        reference-venv
+        reference-venv test-arm64
 
 help:
 	@echo "make run    - start the door daemon on config.yaml"
@@ -38,17 +38,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# mosquitto is the broker the MQTT tests start (installed when missing and we
-# are root); only make test needs it: a door never needs a broker of its own.
+# mosquitto is the broker the MQTT tests start, sshd (openssh-server) the one
+# the `edge models fetch --from user@host:path` tests start, each unprivileged
+# on its own port (installed when missing and we are root); only make test
+# needs them: a door never needs a broker of its own.
 test-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto (for the MQTT tests)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	  else \
-	    echo "warning: mosquitto is missing, the MQTT tests are skipped (sudo apt-get install mosquitto)"; \
+	@for pair in mosquitto:mosquitto sshd:openssh-server; do \
+	  prog=$${pair%%:*}; pkg=$${pair#*:}; \
+	  if ! command -v $$prog >/dev/null 2>&1 && [ ! -x /usr/sbin/$$prog ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing $$pkg (for the tests)"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null; \
+	    else \
+	      echo "warning: $$prog is missing, its tests fail (sudo apt-get install $$pkg)"; \
+	    fi; \
 	  fi; \
-	fi
+	done
 
 # PostgreSQL is the fleet's central store; the fleet tests start a real server of
 # their own (tests/pg.py: initdb in a temporary folder). Installed when missing
@@ -92,6 +97,9 @@ $(CONVERT_STAMP): scripts/convert-requirements.txt
 	$(CONVERT_VENV)/bin/pip install --quiet --no-compile -r scripts/convert-requirements.txt
 	@touch $@
 
+# The converters do not install on aarch64 (litert-converter 0.5.0 publishes an
+# x86_64 wheel only, no aarch64 one nor a source archive): a Pi copies the
+# models from another machine instead.
 # The files our converters build: when one is missing (a fresh clone), the
 # converter venv is a prerequisite, so `make -j` installs it beside .venv.
 CONVERTED := models/sface.tflite models/minifasnet_v2.tflite models/minifasnet_v1se.tflite
@@ -99,6 +107,11 @@ NEED_CONVERT := $(WITH_CONVERT)$(filter-out $(wildcard $(CONVERTED)),$(CONVERTED
 
 models: $(STAMP) $(if $(NEED_CONVERT),$(CONVERT_STAMP))
 	@$(EDGE) models fetch --skip-build || { \
+	  if [ "$$(uname -m)" = aarch64 ]; then \
+	    echo "the converted models cannot be built on aarch64 (no litert-converter wheel):"; \
+	    echo "copy them: $(EDGE) models fetch --from USER@OTHER_DOOR:PATH/models (or a USB stick's folder)"; \
+	    exit 1; \
+	  fi; \
 	  echo "building the converted models (scripts/convert_*.py, once)"; \
 	  $(MAKE) --no-print-directory $(CONVERT_STAMP) && \
 	  EDGE_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(EDGE) models fetch; }
@@ -136,6 +149,13 @@ TEST_JOBS ?= auto
 test:
 	@$(MAKE) --no-print-directory -j4 test-ready WITH_CONVERT=1
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
+
+# The install, the models and `pytest -m pi` on an emulated Raspberry Pi (Debian
+# bookworm arm64 under qemu-user-static; installs qemu-user-static,
+# binfmt-support and debootstrap when missing). Root; ~17 min the first time,
+# then the cached system is reused. Not part of make test or CI: too slow.
+test-arm64: $(STAMP) models
+	scripts/test-arm64.sh
 
 bench: $(STAMP) models
 	$(EDGE) bench

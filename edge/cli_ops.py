@@ -158,17 +158,40 @@ def models() -> None:
 @models.command("fetch")
 @click.option("--force", is_flag=True, help="Fetch again even files that check out.")
 @click.option("--skip-build", is_flag=True, help="Do not run converter scripts.")
+@click.option(
+    "--from",
+    "source",
+    metavar="FOLDER|[USER@]HOST:PATH|ssh://[USER@]HOST[:PORT]/PATH",
+    help="Copy every file from another machine's models folder (all checked, or none).",
+)
+@click.option(
+    "--ssh-config", type=PathArg(exists=True, dir_okay=False), help="ssh config for --from."
+)
 @common
-def models_fetch(ctx: Ctx, force: bool, skip_build: bool) -> None:
-    """Install the manifest's model files (mirror, wheel, URL, or build)."""
+def models_fetch(
+    ctx: Ctx, force: bool, skip_build: bool, source: str | None, ssh_config: str | None
+) -> None:
+    """Install the manifest's model files (mirror, wheel, URL, or build; or --from)."""
     from . import models as m
 
-    statuses = m.fetch(
-        ctx.cfg.path(ctx.cfg.models.dir),
-        log=lambda s: click.echo(s, err=True),
-        force=force,
-        build=not skip_build,
-    )
+    models_dir = ctx.cfg.path(ctx.cfg.models.dir)
+    if source is not None:
+        from .models_from import fetch_from
+
+        statuses = fetch_from(
+            models_dir,
+            source,
+            log=lambda s: click.echo(s, err=True),
+            force=force,
+            ssh_config=Path(ssh_config) if ssh_config else None,
+        )
+    else:
+        statuses = m.fetch(
+            models_dir,
+            log=lambda s: click.echo(s, err=True),
+            force=force,
+            build=not skip_build,
+        )
     ctx.emit(
         [{"file": s.model.file, "ok": s.ok, "reason": s.reason} for s in statuses],
         f"{len(statuses)} model files ok",

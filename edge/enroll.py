@@ -78,8 +78,11 @@ def templates_from_camera(
 ) -> list[Template]:
     """Up to ``frames`` good faces from a camera source (a :class:`edge.camera.Source`).
 
-    Frames whose face fails the enrollment checks are skipped; the camera
-    is given ``timeout`` seconds to yield enough.
+    Frames whose face fails the enrollment checks are skipped; a live camera
+    is given ``timeout`` seconds to yield enough. A finite source (a video
+    file, a folder) is read to its end however long that takes: on a slow CPU
+    (a Pi, or emulated arm64) a wall-clock limit cut a file short after one
+    face, though every frame was there to be read.
     """
     from .camera import Source
     from .image import Image
@@ -89,7 +92,7 @@ def templates_from_camera(
     last_reason = "no frames"
     deadline = time.monotonic() + timeout
     with source:
-        while len(out) < frames and time.monotonic() < deadline:
+        while len(out) < frames and (source.finite or time.monotonic() < deadline):
             frame = source.read()
             if frame is None:
                 if source.finite:

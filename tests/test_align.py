@@ -7,6 +7,9 @@ import pytest
 
 from edge.align import CROP_SIZE, TEMPLATE, align, sharpness, similarity_transform, yaw
 
+# On the emulated Pi too (scripts/test-arm64.sh): the alignment arithmetic, on the Pi's NumPy.
+pytestmark = pytest.mark.pi
+
 
 def test_similarity_transform_recovers_a_known_one():
     angle, scale, shift = 0.3, 2.5, np.array([40.0, -7.0])

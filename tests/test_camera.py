@@ -25,7 +25,8 @@ from edge.config import CameraConfig
 from edge.errors import CameraError
 from edge.image import read_image
 
-FACES = Path("/work/shared/faces")
+from .conftest import FACES
+
 CLIP = FACES / "video" / "short_hamilton_clip.mp4"
 CLIP_FRAMES = 275
 CLIP_FPS = 29.97
@@ -35,7 +36,13 @@ PHOTOS = [
     FACES / "people" / "alex_lacamoire" / "alex2.png",
 ]
 
-pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason="test media not present")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _media_present() -> None:
+    """The clip and photos are ../shared's (or $EDGE_FACES'): missing is a failure, never a skip."""
+    missing = [str(p) for p in (CLIP, *PHOTOS) if not p.is_file()]
+    assert not missing, f"the shared test media are missing: {', '.join(missing)}"
 
 
 def drain(grabber: FrameGrabber, timeout: float = 5.0) -> list[Frame]:
@@ -119,19 +126,17 @@ def test_grabber_replay_delivers_every_frame_in_order_then_ends() -> None:
 
 def test_grabber_realtime_drops_stale_frames_for_a_slow_consumer() -> None:
     grabber = FrameGrabber(OpenCVSource(str(CLIP), "file"), realtime=True)
-    got: list[tuple[int, float]] = []
+    indices: list[int] = []
     with grabber:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            frame = grabber.get(1.0)
+        for _ in range(5):
+            frame = grabber.get(60.0)
             assert frame is not None
-            # The newest frame: read less than a frame period or so ago, not a queued one.
-            got.append((frame.index, time.monotonic() - frame.t_mono))
-            time.sleep(0.15)  # a consumer slower than 30 fps
-    indices = [i for i, _ in got]
+            indices.append(frame.index)
+            time.sleep(0.4)  # a consumer far slower than 30 fps (or a slow CPU's decoding)
     assert all(b - a > 1 for a, b in itertools.pairwise(indices))
-    assert max(age for _, age in got) < 0.1
-    assert grabber.dropped > 0
+    # No queue: every frame read between two taken ones was dropped, not kept
+    # (counted, not timed: a frame's age says more about the CPU than the grabber).
+    assert grabber.dropped >= (indices[-1] - indices[0] + 1) - len(indices)
     assert not grabber.ended
 
 

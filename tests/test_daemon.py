@@ -72,6 +72,7 @@ def relay_states(factory: MockFactory, pin: int) -> list[bool]:
     return [bool(s.state) for s in factory.pin(pin).states]
 
 
+@pytest.mark.pi  # the one daemon replay on the emulated Pi
 def test_hamilton_clip_grants_lin_manuel_miranda_once(site, tmp_path, engine):
     cfg = config(site, liveness={"mode": "off"})
     enroll_photos(cfg, "lin_manuel_miranda", PEOPLE / "lin_manuel_miranda/lin1.png", engine=engine)

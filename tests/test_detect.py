@@ -22,6 +22,10 @@ from edge.runtime import load_interpreter
 
 from .conftest import FACES, MODELS, all_people_photos
 
+# On the emulated Pi too (scripts/test-arm64.sh):
+# BlazeFace on XNNPACK: the native code that segfaulted on arm64.
+pytestmark = pytest.mark.pi
+
 
 def rgb(path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)

@@ -13,6 +13,10 @@ from edge.image import Image, read_image
 
 from .conftest import FACES, all_people_photos
 
+# On the emulated Pi too (scripts/test-arm64.sh):
+# the whole pipeline, embedding included, on the Pi's runtime.
+pytestmark = pytest.mark.pi
+
 
 def labelled_photos() -> list[tuple[str, str]]:
     """(person, path) for every single-person photo in ../shared/faces."""

@@ -165,16 +165,16 @@ def test_a_camera_that_disappears_is_reopened_with_backoff_and_logged_once(
     grabber = FrameGrabber(source, realtime=True, reopen_max_seconds=0.2,
                            reopen_first_seconds=0.05)
     with caplog.at_level(logging.INFO, logger="edge.camera"), grabber:
-        assert grabber.get(5.0) is not None
+        assert grabber.get(60.0) is not None
         switch.write_text("unplugged")
-        assert wait_for(lambda: grabber.state == "reconnecting")
-        time.sleep(0.8)  # several failed reopens: 0.05, 0.1, 0.2, 0.2 ...
-        assert grabber.reopen_attempts >= 4
+        assert wait_for(lambda: grabber.state == "reconnecting", 60.0)
+        # Several failed reopens (0.05, 0.1, 0.2, 0.2 ... s apart), counted, not slept for.
+        assert wait_for(lambda: grabber.reopen_attempts >= 4, 60.0)
         assert grabber.get(0.1) is None
         switch.unlink()
-        assert grabber.get(5.0) is not None
+        assert grabber.get(60.0) is not None
         assert grabber.state == "streaming"
-        last = grabber.get(1.0)
+        last = grabber.get(60.0)
         assert last is not None and last.source_ts is not None
     assert len(messages(caplog, "reopening with backoff")) == 1
     assert len(messages(caplog, ": streaming")) == 2  # at start, and once back

@@ -33,6 +33,9 @@ from edge.gallery import (
 from edge.keys import own_key_file
 from edge.match import DIM, NO_ONE
 
+# The tests marked pi run on the emulated Pi too (scripts/test-arm64.sh): the
+# SQLite file and its sealing on cryptography's aarch64 wheel, one of each kind.
+
 M = LEGACY_MODEL_ID
 
 
@@ -79,6 +82,7 @@ def raw(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...
 # ------------------------------------------------------------------ people
 
 
+@pytest.mark.pi
 def test_new_gallery_is_private_and_current(db_path: Path, gallery: Gallery) -> None:
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
@@ -87,6 +91,7 @@ def test_new_gallery_is_private_and_current(db_path: Path, gallery: Gallery) -> 
     assert gallery.integrity_check() == "ok"
 
 
+@pytest.mark.pi
 def test_enroll_list_and_look_up(gallery: Gallery, rng: np.random.Generator) -> None:
     r = gallery.enroll("alice", [(unit(rng), 0.9, sha(1)), (unit(rng), 0.8, sha(2))], "Alice A.")
     assert (r.added, r.skipped_duplicates) == (2, 0)
@@ -192,6 +197,7 @@ def test_names_may_be_any_script(gallery: Gallery, rng: np.random.Generator) -> 
 # ------------------------------------------------------------------ atomicity
 
 
+@pytest.mark.pi
 def test_failed_enroll_leaves_the_file_byte_for_byte_unchanged(
     db_path: Path, rng: np.random.Generator
 ) -> None:
@@ -209,6 +215,7 @@ def test_failed_enroll_leaves_the_file_byte_for_byte_unchanged(
     assert digest(db_path) == before
 
 
+@pytest.mark.pi
 def test_an_sqlite_error_mid_enroll_rolls_everything_back(
     db_path: Path, rng: np.random.Generator
 ) -> None:
@@ -285,6 +292,7 @@ def _contents(g: Gallery) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 PASS = "correct horse battery"
 
 
+@pytest.mark.pi
 def test_export_import_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
     # Two sites, two gallery keys: the bundle's passphrase is all they share.
     src, dst = tmp_path / "a" / "gallery.db", tmp_path / "b" / "gallery.db"
@@ -477,6 +485,7 @@ PRAGMA user_version = 1;
 """
 
 
+@pytest.mark.pi
 def test_a_version_1_gallery_is_migrated_and_keeps_its_data(
     db_path: Path, rng: np.random.Generator
 ) -> None:
@@ -582,6 +591,7 @@ def test_changed_sees_other_connections_and_own_writes(
         assert daemon.changed(m.generation)
 
 
+@pytest.mark.pi
 def test_matcher_from_the_gallery_recognises_enrolled_people(
     gallery: Gallery, rng: np.random.Generator
 ) -> None:
@@ -671,6 +681,7 @@ def test_a_copied_gallery_yields_no_embedding(tmp_path: Path, rng: np.random.Gen
             g.enroll("mallory", [(unit(rng), 0.9, sha(2))])  # never two keys in one gallery
 
 
+@pytest.mark.pi
 def test_blobs_cannot_be_swapped_or_altered(db_path: Path, rng: np.random.Generator) -> None:
     with Gallery(db_path) as g:
         g.enroll("alice", [(unit(rng), 0.9, sha(1))])
@@ -721,6 +732,7 @@ def test_open_gallery_uses_the_configured_key(tmp_path: Path, rng: np.random.Gen
         assert len(g.templates().ids) == 1
 
 
+@pytest.mark.pi
 def test_database_wal_and_shm_are_private(db_path: Path, rng: np.random.Generator) -> None:
     with Gallery(db_path) as g:
         g.enroll("alice", [(unit(rng), 0.9, sha(1))])
@@ -731,6 +743,7 @@ def test_database_wal_and_shm_are_private(db_path: Path, rng: np.random.Generato
         assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
 
 
+@pytest.mark.pi
 def test_rotate_key_reseals_everything_in_one_go(db_path: Path, rng: np.random.Generator) -> None:
     key_file = db_path.parent / "gallery.key"
     with Gallery(db_path, actor="admin") as g:

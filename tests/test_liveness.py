@@ -29,6 +29,10 @@ from edge.runtime import load_interpreter
 
 from .conftest import FACES, ROOT
 
+# On the emulated Pi too (scripts/test-arm64.sh):
+# the liveness models (a converted model) on the Pi's runtime.
+pytestmark = pytest.mark.pi
+
 MIRROR = Path(os.environ.get("EDGE_MODEL_MIRROR", ROOT.parent / "shared" / "models"))
 #: Made from the upstream checkpoint by scripts/convert_minifasnet.py, at provisioning.
 PASSIVE_MODEL = ROOT / "models" / "minifasnet_v2.tflite"

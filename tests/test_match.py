@@ -18,6 +18,9 @@ from edge.match import (
     decide,
 )
 
+# On the emulated Pi too (scripts/test-arm64.sh): matching and thresholds, on the Pi's NumPy.
+pytestmark = pytest.mark.pi
+
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
     v = rng.standard_normal((n, DIM)).astype(np.float32)
