@@ -32,13 +32,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "$(CONSTRAINTS)" > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp,console]'
 	@touch $@
 
 venv: $(STAMP)
 
-# mosquitto is the broker the MQTT tests start (installed when missing and we
-# are root); only make test needs it: a door never needs a broker of its own.
+# mosquitto is the broker the MQTT tests start, chromium + chromium-driver the
+# browser the console's tests drive (installed when missing and we are root);
+# only make test needs them: a door never needs a broker or a browser of its own.
 test-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -46,6 +47,15 @@ test-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else \
 	    echo "warning: mosquitto is missing, the MQTT tests are skipped (sudo apt-get install mosquitto)"; \
+	  fi; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (for the console's browser tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+	      install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "warning: chromium is missing, the console's browser tests are skipped (sudo apt-get install chromium chromium-driver)"; \
 	  fi; \
 	fi
 

@@ -123,7 +123,9 @@ def match_ms(
     return out
 
 
-def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
+def replay(
+    cfg: Config, video: Path, gallery: Path, console_viewer: bool = False
+) -> dict[str, Any]:
     """Worst-case frame processing of the daemon on a recorded clip.
 
     Each frame goes through :meth:`edge.daemon.Daemon.process` with the
@@ -134,6 +136,10 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
     The configured outputs run as in the daemon (door.outputs, metrics, MQTT,
     the event writer), and each frame is timed through the loop's own
     per-frame path, so what they add to the frame loop is in the figure.
+
+    With ``console_viewer`` the console runs too (on an ephemeral localhost
+    port) and one viewer reads its MJPEG stream over HTTP the whole time, so
+    what a watching installer costs the loop (JPEG encoding included) shows.
     """
     from .camera import open_source
     from .daemon import Daemon
@@ -146,6 +152,14 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
     daemon._start_metrics()
     daemon._start_door()
     daemon._start_mqtt()
+    viewer = None
+    if console_viewer:
+        from .config import with_console
+
+        daemon.cfg = with_console(cfg, "127.0.0.1:0")
+        daemon._start_console()
+        viewer = StreamViewer(daemon.console.url, daemon.console.tokens.token).start()
+        viewer.wait_first(30.0)
     times, with_face = [], []
     source = open_source(str(video), cfg.camera)
     try:
@@ -159,8 +173,14 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
                 if daemon.tracker.tracks:
                     with_face.append(ms)
     finally:
+        if viewer is not None:
+            viewer.stop()
         daemon.close()
-    return {
+    viewed = {} if viewer is None else {
+        "console_viewer": {"frames_received": viewer.frames,
+                           "encoded_fps_cap": cfg.console.fps}
+    }
+    return viewed | {
         "frames": len(times),
         "frames_with_face": len(with_face),
         "median_ms": round(statistics.median(times), 3),
@@ -194,3 +214,53 @@ def run_bench(cfg: Config, photos: Path | None = None, repeat: int = 30) -> dict
     # ru_maxrss is in KiB on Linux.
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+class StreamViewer:
+    """One client on the console's MJPEG stream, in a thread, counting the JPEGs it gets."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        import threading
+
+        self.url, self.token = url, token
+        self.frames = 0
+        self._first = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-viewer", daemon=True)
+
+    def start(self) -> StreamViewer:
+        self._thread.start()
+        return self
+
+    def wait_first(self, timeout: float) -> None:
+        if not self._first.wait(timeout):
+            raise EdgeError("bench: the console viewer got no frame")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _run(self) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url)
+        conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=5)
+        conn.request("GET", "/live/stream.mjpg", headers={"Authorization": f"Bearer {self.token}"})
+        resp = conn.getresponse()
+        try:
+            while not self._stop.is_set():
+                line = resp.readline()
+                if not line:
+                    return
+                if line.lower().startswith(b"content-length:"):
+                    n = int(line.split(b":")[1])
+                    while resp.readline().strip():  # the part's other headers, to a blank line
+                        pass
+                    resp.read(n)
+                    self.frames += 1
+                    self._first.set()
+        except OSError:
+            return
+        finally:
+            conn.close()

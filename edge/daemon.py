@@ -85,11 +85,13 @@ class Daemon:
         handle_signals: bool = True,
         realtime: bool | None = None,
         exit_at_end: bool = False,
+        loop: bool = False,
     ) -> None:
         self.cfg = cfg
         self.db_path = db_path
         self.config_path = config_path
         self.exit_at_end = exit_at_end
+        self.loop = loop
         self._source = source
         self._source_spec = source_spec
         self._realtime = realtime
@@ -97,6 +99,7 @@ class Daemon:
         self.outputs: Outputs | None = None
         self.metrics: Any = None
         self.mqtt: Any = None
+        self.console: Any = None  # edge.console.server.Console, when console.listen is set
         self.voice = voice
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
@@ -146,6 +149,7 @@ class Daemon:
             ("door", self._start_door),
             ("mqtt", self._start_mqtt),
             ("voice", self._start_voice),
+            ("console", self._start_console),
             ("camera", self._start_camera),
         ]
         for name, step in steps:
@@ -182,6 +186,10 @@ class Daemon:
             self.source.close()
         if first is None:
             raise CameraError(f"{self.source.name}: no frame can be read from it")
+        if self.loop:
+            from .camera import LoopSource
+
+            self.source = LoopSource(self.source)
 
     def _become_ready(self) -> None:
         """The first frame is in: tell systemd READY, and the log."""
@@ -272,6 +280,12 @@ class Daemon:
             from .mqtt import MqttBridge
 
             self.mqtt = MqttBridge(self.cfg, self.db_path, self)
+
+    def _start_console(self) -> None:
+        if self.cfg.console.listen and self.console is None:
+            from .console.server import Console
+
+            self.console = Console(self.cfg, self.db_path, self)
 
     def _start_voice(self) -> None:
         if self.voice is None and self.cfg.voice.enabled:
@@ -408,6 +422,9 @@ class Daemon:
                 made.append(d)
         for alarm in self.decider.pop_alarms(t):
             self._alarm(alarm, frame)
+        # The console's live view: one flag read per frame, nothing more while nobody watches.
+        if self.console is not None and self.console.feed.watching:
+            self.console.feed.publish(frame, dets, tracks)
         return made
 
     def act(self, d: Decision, frame: Frame) -> None:
@@ -599,6 +616,7 @@ class Daemon:
             "people": self.matcher.person_count,
             "door_simulated": bool(getattr(self.door, "simulated", False)),
             "last_decision": last,
+            "console": self.console.url if self.console is not None else None,
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
 
@@ -626,6 +644,8 @@ class Daemon:
             self.door.close()
         if self.outputs is not None:
             self.outputs.close()
+        if self.console is not None:
+            self.console.close()
         if self.mqtt is not None:
             if self.events is not None:
                 self.events.flush(2.0)  # the last events reach the broker if it is up
