@@ -159,7 +159,7 @@ def replay(
         daemon.cfg = with_console(cfg, "127.0.0.1:0")
         daemon._start_console()
         viewer = StreamViewer(daemon.console.url, daemon.console.tokens.token).start()
-        viewer.wait_first(30.0)
+        viewer.wait_watching(daemon.console.feed, 30.0)
     times, with_face = [], []
     source = open_source(str(video), cfg.camera)
     try:
@@ -194,6 +194,34 @@ def replay(
     }
 
 
+def viewer_cost(cfg: Config, video: Path, gallery: Path, passes: int = 3) -> dict[str, Any]:
+    """What one console viewer costs the frame loop: :func:`replay` without and with one.
+
+    The passes alternate (none, viewer, none, viewer, ...) so a machine that
+    gets busier or quieter during the bench moves both alike; the figures are
+    the medians over the passes. ``p99_delta_ms`` is the one the target is on.
+    """
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for _ in range(passes):
+        for viewer in (False, True):
+            runs[viewer].append(replay(cfg, video, gallery, console_viewer=viewer))
+
+    def med(viewer: bool, key: str) -> float:
+        return round(statistics.median(r[key] for r in runs[viewer]), 3)
+
+    return {
+        "passes": passes,
+        "p99_ms_no_viewer": med(False, "p99_ms"),
+        "p99_ms_viewer": med(True, "p99_ms"),
+        "p99_delta_ms": round(med(True, "p99_ms") - med(False, "p99_ms"), 3),
+        "median_ms_no_viewer": med(False, "median_ms"),
+        "median_ms_viewer": med(True, "median_ms"),
+        "p99_ms_each": {"no_viewer": [r["p99_ms"] for r in runs[False]],
+                        "viewer": [r["p99_ms"] for r in runs[True]]},
+        "jpegs_received": [r["console_viewer"]["frames_received"] for r in runs[True]],
+    }
+
+
 def run_bench(cfg: Config, photos: Path | None = None, repeat: int = 30) -> dict[str, Any]:
     """The figures ``edge bench --json`` prints."""
     folder = photos or default_photos()
@@ -224,7 +252,6 @@ class StreamViewer:
 
         self.url, self.token = url, token
         self.frames = 0
-        self._first = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-viewer", daemon=True)
 
@@ -232,9 +259,13 @@ class StreamViewer:
         self._thread.start()
         return self
 
-    def wait_first(self, timeout: float) -> None:
-        if not self._first.wait(timeout):
-            raise EdgeError("bench: the console viewer got no frame")
+    def wait_watching(self, feed: Any, timeout: float) -> None:
+        """Until the console counts this viewer (the frames then flow to it)."""
+        end = time.monotonic() + timeout
+        while not feed.watching:
+            if time.monotonic() > end:
+                raise EdgeError("bench: the console viewer did not connect")
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self._stop.set()
@@ -259,7 +290,6 @@ class StreamViewer:
                         pass
                     resp.read(n)
                     self.frames += 1
-                    self._first.set()
         except OSError:
             return
         finally:

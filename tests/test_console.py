@@ -365,3 +365,90 @@ def test_health_shows_doctor_status_and_metrics(door):
     assert camera["ok"] and "streaming" in camera["detail"]
     assert h["status"]["ready"] and h["status"]["console"] == door.url
     assert "frame_ms" in h["metrics"]
+
+
+# --------------------------------------------------------------- TLS, config, bench
+
+
+def test_a_non_local_listen_in_the_config_needs_tls(tmp_path):
+    from edge.config import load_config
+    from edge.errors import ConfigError
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("console:\n  listen: 192.168.1.20:8080\n")
+    with pytest.raises(ConfigError, match="tls_cert") as e:
+        load_config(cfg)
+    assert "\n" not in str(e.value)
+    cfg.write_text("console:\n  listen: 0.0.0.0:8080\n  tls_cert: c.pem\n")
+    with pytest.raises(ConfigError, match="give both"):
+        load_config(cfg)
+    cfg.write_text("console:\n  listen: 127.0.0.1:8080\n")
+    assert load_config(cfg).console.listen == "127.0.0.1:8080"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(key, hashes.SHA256()))
+    c, k = folder / "cert.pem", folder / "key.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return c, k
+
+
+def test_under_tls_the_console_serves_https_and_the_cookie_is_secure(cfg, tmp_path):
+    import http.client
+    import ssl
+
+    from edge.config import ConsoleConfig
+    from edge.console.server import Console
+    from edge.errors import ConfigError
+
+    cert, key = self_signed(tmp_path)
+    tls = cfg.model_copy(update={"console": ConsoleConfig(
+        listen="localhost:0", tls_cert=cert, tls_key=key)})
+    console = Console(tls, tmp_path / "gallery.db", daemon=None)
+    try:
+        assert console.url.startswith("https://")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("localhost", int(console.url.rsplit(":", 1)[1][:-1]),
+                                           context=ctx, timeout=60)
+        body = f"token={console.tokens.token}"
+        conn.request("POST", "/login", body=body,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 303
+        assert "secure" in r.getheader("set-cookie").lower()
+        conn.close()
+    finally:
+        console.close()
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    broken = cfg.model_copy(update={"console": ConsoleConfig(
+        listen="localhost:0", tls_cert=tmp_path / "bad.pem", tls_key=key)})
+    with pytest.raises(ConfigError, match="console TLS"):
+        Console(broken, tmp_path / "gallery.db", daemon=None)
+
+
+def test_bench_replay_with_a_console_viewer(cfg, tmp_path, faces_dir):
+    from edge.bench import replay
+
+    r = replay(cfg, faces_dir / "video" / "short_hamilton_clip.mp4", tmp_path / "g.db",
+               console_viewer=True)
+    assert r["frames"] == 275
+    assert r["console_viewer"]["frames_received"] >= 1
