@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import cv2
@@ -42,7 +42,9 @@ class FaceState:
     """One face in one frame, as the live view shows it.
 
     ``waiting`` says what the decision still needs ("votes 1/3", "blink",
-    "liveness frames 2/5", "a frontal face", ...) or "decided".
+    "liveness frames 2/5", "a frontal face", ...) or "decided" (which the
+    feed turns into the decision, "granted: ..." or "denied: ...", when the
+    daemon still holds it).
     """
 
     box: tuple[float, float, float, float]
@@ -145,9 +147,12 @@ def draw(bgr: np.ndarray, faces: Sequence[FaceState]) -> np.ndarray:
     img = bgr.copy()
     for f in faces:
         x1, y1, x2, y2 = (int(round(v)) for v in f.box)
-        colour = AMBER if f.waiting != "decided" else (GREEN if f.name else RED)
-        if f.name is None and f.waiting == "decided":
+        if f.waiting.startswith("granted"):
+            colour = GREEN
+        elif f.waiting.startswith("denied") or (f.waiting == "decided" and f.name is None):
             colour = RED
+        else:
+            colour = GREEN if f.waiting == "decided" else AMBER
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
         lines = [f.label(), f.waiting]
         y = max(14, y1 - 6 - 16 * (len(lines) - 1))
@@ -163,8 +168,10 @@ def draw(bgr: np.ndarray, faces: Sequence[FaceState]) -> np.ndarray:
 class LiveFeed:
     """The holder between the frame loop and the viewers, and its encoder thread."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, decisions: Callable[[], Iterable[Any]] | None = None) -> None:
         self.cfg = cfg
+        #: The daemon's recent decisions (read on this thread): a decided face says which.
+        self._decisions = decisions
         self.fps = cfg.console.fps
         self.quality = cfg.console.jpeg_quality
         #: Read by the frame loop once per frame: hand frames over only while True.
@@ -259,7 +266,21 @@ class LiveFeed:
             except Exception:  # one bad frame costs one picture, never the thread
                 continue
 
+    def _outcomes(self, faces: tuple[FaceState, ...]) -> tuple[FaceState, ...]:
+        """Each decided face's "waiting" replaced by its track's decision and reason."""
+        if self._decisions is None or not any(f.waiting == "decided" for f in faces):
+            return faces
+        by_track = {d.track: d for d in self._decisions()}
+        out = []
+        for f in faces:
+            d = by_track.get(f.track)
+            if f.waiting == "decided" and d is not None:
+                f = replace(f, waiting=f"{d.decision}: {d.reason}")
+            out.append(f)
+        return tuple(out)
+
     def _encode(self, lf: LiveFrame) -> None:
+        lf = LiveFrame(lf.frame, self._outcomes(lf.faces))
         img = draw(lf.frame.image, lf.faces)
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:

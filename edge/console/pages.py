@@ -45,7 +45,7 @@ def layout(page: str, title: str, body: str, csrf: str | None, message: str | No
         f"<title>{e(title)} · edge console</title>{meta}"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         '<link rel=stylesheet href="/static/console.css"></head>'
-        f'<body data-page="{e(page)}"><nav><b style="color:#8fd">edge</b>{links}{logout}</nav>'
+        f'<body data-page="{e(page)}"><nav><b class=brand>edge</b>{links}{logout}</nav>'
         f"<main><h1>{e(title)}</h1>{note}{body}</main>"
         '<script src="/static/console.js"></script></body></html>'
     )

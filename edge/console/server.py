@@ -58,7 +58,8 @@ class Console:
         self.tokens = TokenFile(token_path(cfg, db))
         tls = c.tls_cert is not None
         self.sock = _bind(c.listen)
-        self.feed = LiveFeed(cfg)
+        recent = (lambda: daemon.decisions.copy()) if daemon is not None else None
+        self.feed = LiveFeed(cfg, recent)
         self.app = ConsoleApp(cfg, db, daemon, self.feed, Sessions(self.tokens), tls)
         config = uvicorn.Config(
             self.app.app, log_level="warning", access_log=False, lifespan="off",
