@@ -181,7 +181,7 @@ def replay(
     viewed = {} if viewer is None else {
         "console_viewer": {
             "frames_received": viewer.frames,
-            "encoded_fps_cap": cfg.console.fps,
+            "encoded_fps_cap": cfg.console.max_fps,
             "publish_us_median": round(statistics.median(publish_us), 1),
             "publish_us_p99": round(float(np.percentile(publish_us, 99)), 1),
         }

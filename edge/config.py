@@ -229,7 +229,7 @@ class ConsoleConfig(_Section):
     #: The login token (made once, 0600); default console.token beside the gallery.
     token_file: Path | None = None
     #: At most this many JPEG frames a second go to viewers (encoded only while watched).
-    fps: float = Field(10.0, gt=0.0, le=30.0)
+    max_fps: float = Field(10.0, gt=0.0, le=30.0)
     #: JPEG quality of the live view.
     jpeg_quality: int = Field(80, ge=30, le=95)
 

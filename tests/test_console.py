@@ -167,7 +167,10 @@ _DETECTED: dict[Path, list] = {}
 def detections(engine, photo: Path) -> list:
     """The faces our own engine finds in ``photo`` as the camera frames it (cached)."""
     if photo not in _DETECTED:
-        frame = camera_frame(read_image(photo).bgr)
+        # The very pixels the daemon reads: the frame as the folder holds it (JPEG 95).
+        _, jpg = cv2.imencode(".jpg", camera_frame(read_image(photo).bgr),
+                              [cv2.IMWRITE_JPEG_QUALITY, 95])
+        frame = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
         _DETECTED[photo] = engine.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     return _DETECTED[photo]
 

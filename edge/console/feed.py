@@ -172,7 +172,7 @@ class LiveFeed:
         self.cfg = cfg
         #: The daemon's recent decisions (read on this thread): a decided face says which.
         self._decisions = decisions
-        self.fps = cfg.console.fps
+        self.fps = cfg.console.max_fps
         self.quality = cfg.console.jpeg_quality
         #: Read by the frame loop once per frame: hand frames over only while True.
         self.watching = False
