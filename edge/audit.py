@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .gallery import Event, Gallery
+    from .eventlog import Event
+    from .gallery import Gallery
 
 #: Every kind of event edge-access writes: the daemon's, then the admin changes'.
 KINDS = (

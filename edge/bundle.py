@@ -27,8 +27,9 @@ import numpy as np
 from . import crypto, identity
 from .errors import GalleryError
 from .files import write_temp
-from .gallery import LEGACY_MODEL_ID, Gallery
+from .gallery import Gallery
 from .records import EMBEDDING_BYTES, check_name, check_quality_and_sha, now_iso, person_row
+from .sealing import LEGACY_MODEL_ID
 
 BUNDLE_FORMAT = "edge-gallery"
 BUNDLE_VERSION = 1
@@ -323,10 +324,20 @@ def _look_alike(
     fresh: list[_BundleTemplate],
     threshold: float | None,
 ) -> list[str]:
-    """A warning when a person the import adds already looks like someone here."""
+    """A warning when a person the import adds already looks like someone here.
+
+    Each bundle template is compared with the templates here of its own model.
+    """
     if threshold is None:
         return []
-    other = identity.look_alike(gallery, [t[0] for t in fresh], threshold, person_id)
+    found = [
+        identity.look_alike(
+            gallery, [t[0] for t in fresh if t[4] == model_id], threshold, person_id,
+            model_id=model_id,
+        )
+        for model_id in sorted({t[4] for t in fresh})
+    ]
+    other = max((f for f in found if f is not None), key=lambda f: f.similarity, default=None)
     if other is None:
         return []
     return [

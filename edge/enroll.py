@@ -18,8 +18,10 @@ import numpy as np
 from .crops import FaceCrop
 from .engine import Engine, Face
 from .errors import CameraError, EdgeError, GalleryError, NoFaceError
-from .gallery import LEGACY_MODEL_ID, EnrollResult, Gallery
+from .gallery import Gallery
 from .image import read_image
+from .people import EnrollResult
+from .sealing import LEGACY_MODEL_ID
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,6 @@ touches photos and models.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +33,7 @@ import numpy.typing as npt
 
 from .errors import EdgeError, ImageError
 from .match import NO_ONE, decide
+from .pairs import pair_rows
 
 #: The FARs at which TAR is always reported; 0 means "no impostor accepted".
 REPORTED_FARS = (1e-2, 1e-3, 1e-4, 0.0)
@@ -267,28 +266,17 @@ def read_labelled_pairs(
     measures and ``--only``).
     """
     p = Path(csv_path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ImageError(
-            f"{p}: cannot read pairs file ({getattr(e, 'strerror', None) or e})"
-        ) from None
     rows: list[tuple[Sample, Sample, bool]] = []
-    try:
-        reader = csv.DictReader(io.StringIO(text))
-        if not {"file_x", "file_y", "same"} <= set(reader.fieldnames or []):
-            raise ImageError(f"{p}: pairs file needs a header with file_x,file_y,same")
-        for n, row in enumerate(reader, start=2):
-            x, y = (row["file_x"] or "").strip(), (row["file_y"] or "").strip()
-            same = (row["same"] or "").strip().lower()
-            if not x or not y or same not in _YES | _NO:
-                raise ImageError(f"{p}: line {n}: needs file_x, file_y and same (yes/no)")
-            sx = Sample(str(p.parent / x), Path(x).parent.name)
-            sy = Sample(str(p.parent / y), Path(y).parent.name)
-            if _keep(sx.identity, only) and _keep(sy.identity, only):
-                rows.append((sx, sy, same in _YES))
-    except csv.Error as e:
-        raise ImageError(f"{p}: not a readable CSV ({e})") from None
+    header = "pairs file needs a header with file_x,file_y,same"
+    for n, row, _ in pair_rows(p, ("file_x", "file_y", "same"), header):
+        x, y = (row["file_x"] or "").strip(), (row["file_y"] or "").strip()
+        same = (row["same"] or "").strip().lower()
+        if not x or not y or same not in _YES | _NO:
+            raise ImageError(f"{p}: line {n}: needs file_x, file_y and same (yes/no)")
+        sx = Sample(str(p.parent / x), Path(x).parent.name)
+        sy = Sample(str(p.parent / y), Path(y).parent.name)
+        if _keep(sx.identity, only) and _keep(sy.identity, only):
+            rows.append((sx, sy, same in _YES))
     if not rows:
         raise ImageError(f"{p}: no pairs to evaluate")
     return rows

@@ -27,27 +27,24 @@ The admin CLI (over SSH) and the door daemon open the same file at once, so:
   mode 0600; freed pages are zeroed (``secure_delete``) so an erased person
   does not linger in the file.
 
-The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` are applied in
-order, each in the transaction that bumps the version. sqlite-utils is used for
-its table helpers (insert, rows_where, query); the DDL is written out in SQL
-so the schema can be read in one place.
+The schema and its migrations (``PRAGMA user_version``) are :mod:`edge.schema`.
+sqlite-utils is used for its table helpers (insert, rows_where, query).
 
+This module is the file, its transactions and what the daemon reads (templates,
+matcher, generation); the rest is in mixins of :class:`Gallery`, one concept
+each: people and enrollment in :mod:`edge.people`, the event log in
+:mod:`edge.eventlog`, sealing, the key and template rows in :mod:`edge.sealing`.
 Rows are checked before they reach SQL by :mod:`edge.records`; export and
-import of sealed bundles live in :mod:`edge.bundle`; sealing, the key and template
-rows in :mod:`edge.sealing` (a mixin of :class:`Gallery`).
+import of sealed bundles live in :mod:`edge.bundle`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -56,92 +53,34 @@ import numpy as np
 import numpy.typing as npt
 from sqlite_utils import Database
 
-from . import identity
 from .config import Config, MatchConfig
-from .crypto import Keyring, fingerprint, seal
+from .crypto import Keyring
 from .errors import GalleryError
+from .eventlog import Event, EventLog
 from .files import fsync_dir
 from .match import DIM, Matcher, PersonInfo
-from .records import (
-    EMBEDDING_BYTES,
-    check_name,
-    check_notes,
-    check_template,
-    check_window,
-    detail_json,
-    event_row,
-    iso_time,
-    now_iso,
-    person_row,
-)
-from .sealing import (
-    LEGACY_MODEL_ID,
-    SealedTemplates,
-    _aad,
-)
-from .sealing import (
-    KeyRotation as KeyRotation,  # re-exported: part of the gallery's API
-)
+from .people import KEEP, EnrollResult, People, Person, TemplateIn
+from .records import EMBEDDING_BYTES, detail_json, now_iso
+from .schema import _V1, _V2, MIGRATIONS, SCHEMA_VERSION
+from .sealing import LEGACY_MODEL_ID, KeyRotation, _aad
 
 if TYPE_CHECKING:  # edge.bundle imports this module; the methods import it when called
     from .bundle import ImportResult
 
-#: ``(embedding, quality, source_sha256)``: one template offered to :meth:`Gallery.enroll`.
-TemplateIn = tuple[npt.ArrayLike, float | None, str | None]
+
+#: The gallery's API: what is defined here, and the values and constants of the
+#: modules it is made of (re-exported, so ``from edge.gallery import X`` keeps working).
+__all__ = [
+    "BUSY_TIMEOUT_MS", "DEFAULT_KEY_NAME", "KEEP", "LEGACY_MODEL_ID", "MIGRATIONS",
+    "SCHEMA_VERSION", "_V1", "_V2", "EnrollResult", "Event", "Gallery", "KeyRotation",
+    "Person", "TemplateIn", "Templates", "_aad", "open_gallery",
+]
 
 
 BUSY_TIMEOUT_MS = 5000
 #: The key file a Gallery opened without ``key``/``key_file`` uses: beside the database
 #: (where the default config's ``security.key_file`` puts it too).
 DEFAULT_KEY_NAME = "gallery.key"
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class Person:
-    """One enrolled person; times are ISO-8601 UTC strings or None (no limit)."""
-
-    id: int
-    name: str
-    display_name: str | None
-    active: bool
-    valid_from: str | None
-    valid_until: str | None
-    notes: str | None
-    created: str
-    templates: int
-
-
-@dataclass(frozen=True)
-class EnrollResult:
-    """What an enrollment did: templates added, and ones skipped as already enrolled.
-
-    ``replaced`` counts the added templates that took the place of another
-    model's template of the same photo (a re-enrollment).
-    """
-
-    added: int
-    skipped_duplicates: int
-    replaced: int = 0
-
-
-@dataclass(frozen=True)
-class Event:
-    """One row of the event log; ``detail`` is the decoded JSON object, if any."""
-
-    id: int
-    ts: str
-    mono: float | None
-    kind: str
-    name: str | None
-    similarity: float | None
-    liveness: float | None
-    decision: str | None
-    reason: str | None
-    actor: str | None
-    detail: dict[str, Any] | None
 
 
 class Templates(NamedTuple):
@@ -152,131 +91,10 @@ class Templates(NamedTuple):
     ids: npt.NDArray[np.int64]
 
 
-# --------------------------------------------------------------------------- schema
-
-_V1 = """
-CREATE TABLE people (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    display_name TEXT,
-    active INTEGER NOT NULL DEFAULT 1,
-    created TEXT NOT NULL
-);
-CREATE TABLE templates (
-    id INTEGER PRIMARY KEY,
-    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    quality REAL,
-    source_sha256 TEXT,
-    created TEXT NOT NULL,
-    UNIQUE (person_id, source_sha256)
-);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    name TEXT,
-    similarity REAL,
-    liveness REAL,
-    decision TEXT,
-    reason TEXT
-);
-CREATE INDEX events_ts ON events(ts);
-"""
-# No separate index on templates(person_id): the UNIQUE (person_id, source_sha256)
-# index starts with person_id, so it already serves lookups and cascades.
-
-_V2 = """
-ALTER TABLE people ADD COLUMN valid_from TEXT;
-ALTER TABLE people ADD COLUMN valid_until TEXT;
-ALTER TABLE people ADD COLUMN notes TEXT;
-ALTER TABLE events ADD COLUMN mono REAL;
-ALTER TABLE events ADD COLUMN actor TEXT;
-ALTER TABLE events ADD COLUMN detail TEXT;
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO meta (key, value) VALUES ('generation', 0);
-"""
-
-
-def _v1_initial(g: Gallery) -> None:
-    """People, templates and an access log."""
-    g.db.executescript(_V1)
-
-
-def _v2_validity_and_audit(g: Gallery) -> None:
-    """Validity windows and notes on people; monotonic time, actor and detail on
-    events; a generation counter for the daemon to notice changes."""
-    g.db.executescript(_V2)
-
-
-def _v3_seal_templates(g: Gallery) -> None:
-    """Seal every plain template (see :mod:`edge.crypto`); a ``migrate`` event says how many.
-
-    The key is loaded (or created) only if there is a template to seal. The
-    plain bytes are gone from the file once the WAL is checkpointed (pages are
-    zeroed as they are freed), but not from backups or bundles made before.
-    """
-    rows = g.db.execute("SELECT id, person_id, embedding FROM templates").fetchall()
-    if not rows:
-        return
-    key = g._keys(create=True).current
-    for tid, person_id, blob in rows:
-        if len(blob) != EMBEDDING_BYTES:
-            raise GalleryError(f"{g.path}: template {tid} is {len(blob)} bytes, not an embedding")
-        g.db.execute(
-            "UPDATE templates SET embedding = ? WHERE id = ?",
-            [seal(key, blob, _aad(person_id, tid)), tid],
-        )
-    g._audit("migrate", None, schema=3, templates_sealed=len(rows), key=fingerprint(key))
-
-
-_V4 = """
-ALTER TABLE templates ADD COLUMN model_id TEXT;
-CREATE INDEX templates_model ON templates(model_id);
-CREATE TABLE crops (
-    template_id INTEGER PRIMARY KEY REFERENCES templates(id) ON DELETE CASCADE,
-    crop BLOB NOT NULL
-);
-"""
-# Crops live in their own table, not in a templates column: a 50 KB crop would
-# spread every template row over its own pages and slow the matcher's load.
-
-
-def _v4_templates_know_their_model(g: Gallery) -> None:
-    """Each template names the embedder that made it (``model_id``: the model file's
-    sha256); every existing one was made by :data:`LEGACY_MODEL_ID`. A ``crops`` table
-    keeps the sealed face crop of each enrollment (:mod:`edge.crops`) for ``edge reembed``."""
-    g.db.executescript(_V4)
-    tagged = g.db.execute("UPDATE templates SET model_id = ?", [LEGACY_MODEL_ID]).rowcount
-    if tagged:
-        g._audit("migrate", None, schema=4, templates_tagged=tagged, model_id=LEGACY_MODEL_ID)
-
-
-#: Schema migrations in order; after ``MIGRATIONS[i]`` the schema is version ``i + 1``.
-MIGRATIONS: list[Callable[[Gallery], None]] = [
-    _v1_initial,
-    _v2_validity_and_audit,
-    _v3_seal_templates,
-    _v4_templates_know_their_model,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
 # --------------------------------------------------------------------------- gallery
 
 
-class _Unchanged(Exception):
-    """Raised inside a write transaction to roll it back because it changed nothing."""
-
-
-class _Keep:
-    """The type of :data:`KEEP`: "leave this field as it is"."""
-
-
-KEEP = _Keep()
-
-
-class Gallery(SealedTemplates):
+class Gallery(People, EventLog):
     """One open gallery file. A context manager; :meth:`close` is safe to call twice.
 
     ``actor`` is recorded on the audit event of every change made through this
@@ -437,255 +255,6 @@ class Gallery(SealedTemplates):
         row = {"ts": now_iso(), "kind": kind, "name": name, "actor": self.actor}
         self._insert("events", row | {"detail": detail_json(detail or None)})
 
-    def _person_id(self, name: str) -> int:
-        return self._find(name)[0]
-
-    def _find(self, name: str) -> tuple[int, str]:
-        """(id, stored name) of the person ``name`` means (:func:`edge.identity.find`)."""
-        found = identity.find(self.db.conn, name)
-        if found is None:
-            raise GalleryError(f"{name!r}: no such person in the gallery")
-        return found
-
-    def _refuse_taken(self, name: str, except_id: int | None = None) -> None:
-        other = identity.taken(self.db.conn, name, except_id)
-        if other is not None:
-            why = "" if other == name else f" ({other!r}: names ignore case and accent form)"
-            raise GalleryError(f"{name!r}: a person of that name already exists{why}")
-
-    # ------------------------------------------------------------- people
-
-    def add_person(
-        self,
-        name: str,
-        display_name: str | None = None,
-        notes: str | None = None,
-        valid_from: str | datetime | None = None,
-        valid_until: str | datetime | None = None,
-    ) -> Person:
-        """Add a person with no templates yet; GalleryError if the name is taken."""
-        row = person_row(name, display_name, notes, valid_from, valid_until)
-        name = row["name"]
-        with self._write("add person"):
-            self._refuse_taken(name)
-            self._insert("people", row)
-            self._audit("enroll", name, templates=0)
-        return self.person(name)
-
-    def enroll(
-        self,
-        name: str,
-        templates: Sequence[TemplateIn],
-        display_name: str | None = None,
-        *,
-        refuse_look_alike: float | None = None,
-        model_id: str = LEGACY_MODEL_ID,
-        crops: Sequence[bytes | None] | None = None,
-    ) -> EnrollResult:
-        """Add templates to ``name``, creating the person if new; all or nothing.
-
-        ``model_id`` names the embedder that made the templates (its file's
-        sha256); ``crops``, if given, holds each template's face crop
-        (:meth:`edge.crops.FaceCrop.to_bytes`, or None), sealed and kept for
-        ``edge reembed``. A template whose ``source_sha256`` this person
-        already has from the same model (or that repeats one earlier in
-        ``templates``) is skipped, so enrolling the same photos twice changes
-        nothing; one from another model is replaced (a re-enrollment).
-        ``display_name``, if given, is set. Templates are checked as they are
-        written; a bad one anywhere rolls the whole enrollment back, the new
-        person included. ``name`` means the person whose name matches it
-        ignoring case and accent form.
-
-        With ``refuse_look_alike`` (the match threshold), a template that
-        already matches someone else at that similarity is refused naming
-        them: one face under two names locks the real person out through the
-        match margin.
-        """
-        if crops is not None and len(crops) != len(templates):
-            raise GalleryError(f"{name!r}: {len(crops)} crops for {len(templates)} templates")
-        name = check_name(name)
-        if display_name is not None:
-            check_name(display_name, "display name")
-        if not templates:
-            raise GalleryError(f"{name!r}: nothing to enroll (no templates)")
-        added = skipped = replaced = 0
-        with contextlib.suppress(_Unchanged), self._write("enroll"):
-            key = self._sealing_key()
-            row = identity.find(self.db.conn, name)
-            if row is not None:
-                name = row[1]
-            checked = []
-            for i, t in enumerate(templates):
-                try:
-                    checked.append(check_template(t))
-                except GalleryError as e:
-                    raise GalleryError(f"{name!r}: template {i + 1}: {e}") from None
-            if refuse_look_alike is not None:
-                other = identity.look_alike(
-                    self, [c[0] for c in checked], refuse_look_alike, row and row[0]
-                )
-                if other is not None:
-                    raise GalleryError(
-                        f"{name!r}: photo {other.template + 1} is already enrolled as"
-                        f" {other.name!r} (similarity {other.similarity:.2f}); add it to"
-                        f" {other.name!r}, or give --force if they really are two people"
-                    )
-            if row is None:
-                person_id = self._insert("people", person_row(name, display_name))
-            else:
-                person_id = row[0]
-                if display_name is not None:
-                    self.db.table("people").update(person_id, {"display_name": display_name})
-            for i, (blob, quality, sha) in enumerate(checked):
-                crop = None if crops is None else crops[i]
-                same = None if sha is None else self.db.execute(
-                    "SELECT id, model_id FROM templates WHERE person_id = ? AND source_sha256 = ?",
-                    [person_id, sha],
-                ).fetchone()
-                if same is not None and same[1] == model_id:
-                    skipped += 1
-                    continue
-                if same is not None:  # this photo, embedded by another model: re-enrolled
-                    self._replace_template(key, person_id, same[0], blob, model_id, quality)
-                    self.db.execute("DELETE FROM crops WHERE template_id = ?", [same[0]])
-                    if crop is not None:
-                        self._put_crop(key, person_id, same[0], crop)
-                    replaced += 1
-                else:
-                    self._insert_template(
-                        key, person_id, blob, quality, sha, now_iso(), model_id=model_id, crop=crop
-                    )
-                added += 1
-            if added == 0 and row is not None and display_name is None:
-                # Nothing new: undo the transaction so the file is untouched.
-                raise _Unchanged
-            names = {} if display_name is None else {"display_name": display_name}
-            extra = names | ({"replaced": replaced} if replaced else {})
-            self._audit("enroll", name, added=added, skipped=skipped, model_id=model_id, **extra)
-        return EnrollResult(added, skipped, replaced)
-
-    def remove(self, name: str) -> int:
-        """Remove a person and (by cascade) their templates; returns how many templates went.
-
-        Past events keep the name: the log is history.
-        """
-        with self._write("remove"):
-            person_id, name = self._find(name)
-            count = self.db.table("templates").count_where("person_id = ?", [person_id])
-            self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
-            self._audit("remove", name, templates=count)
-        return count
-
-    def forget(self, name: str) -> int:
-        """Erase a person on request: their templates and their row; how many templates went.
-
-        Unlike :meth:`remove` (which revokes), this is erasure: the freed pages
-        are zeroed and the WAL is checkpointed, so the rows do not linger in
-        the file. A ``forget`` event keeps the name, as the log is the history
-        of who came and went. Not erased here: snapshots and any other file
-        outside the gallery (the caller erases those), and backups, which
-        hold the person until they are pruned (``backup.keep``).
-        """
-        with self._write("forget"):
-            person_id, name = self._find(name)
-            count = self.db.table("templates").count_where("person_id = ?", [person_id])
-            self.db.execute("DELETE FROM templates WHERE person_id = ?", [person_id])
-            self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
-            self._audit("forget", name, templates=count)
-        self._checkpoint()
-        return count
-
-    def rename(self, old: str, new: str) -> Person:
-        """Give a person a new name (past events keep the old one)."""
-        new = check_name(new)
-        with self._write("rename"):
-            person_id, old = self._find(old)
-            self._refuse_taken(new, except_id=person_id)  # "rose" -> "Rose" is fine
-            self.db.table("people").update(person_id, {"name": new})
-            self._audit("rename", new, old=old, new=new)
-        return self.person(new)
-
-    def set_active(self, name: str, active: bool) -> Person:
-        """Enable or disable a person; a disabled person is recognised but refused."""
-        with self._write("enable" if active else "disable"):
-            self.db.table("people").update(self._person_id(name), {"active": int(bool(active))})
-            self._audit("enable" if active else "disable", name, active=bool(active))
-        return self.person(name)
-
-    def set_validity(
-        self,
-        name: str,
-        valid_from: str | datetime | None,
-        valid_until: str | datetime | None,
-    ) -> Person:
-        """Set when a person may enter (None = no limit); outside it they are refused."""
-        start, end = check_window(valid_from, valid_until)
-        with self._write("set validity"):
-            person_id = self._person_id(name)
-            self.db.table("people").update(person_id, {"valid_from": start, "valid_until": end})
-            self._audit("validity", name, valid_from=start, valid_until=end)
-        return self.person(name)
-
-    def update(
-        self,
-        name: str,
-        *,
-        display_name: str | _Keep | None = KEEP,
-        notes: str | _Keep | None = KEEP,
-        valid_from: str | datetime | _Keep | None = KEEP,
-        valid_until: str | datetime | _Keep | None = KEEP,
-    ) -> Person:
-        """Change a person's details in one transaction; what is not given is kept.
-
-        None clears a field (no display name, no notes, no limit on that side
-        of the validity window).
-        """
-        current = self.person(name)
-        changes: dict[str, Any] = {}
-        if not isinstance(display_name, _Keep):
-            changes["display_name"] = (
-                None if display_name is None else check_name(display_name, "display name"))
-        if not isinstance(notes, _Keep):
-            changes["notes"] = check_notes(notes)
-        if not isinstance(valid_from, _Keep) or not isinstance(valid_until, _Keep):
-            start, end = check_window(
-                current.valid_from if isinstance(valid_from, _Keep) else valid_from,
-                current.valid_until if isinstance(valid_until, _Keep) else valid_until,
-            )
-            changes |= {"valid_from": start, "valid_until": end}
-        if not changes:
-            return current
-        with self._write("update"):
-            self.db.table("people").update(self._person_id(name), changes)
-            self._audit("update", name, **changes)
-        return self.person(name)
-
-    _PEOPLE_SQL = """
-        SELECT p.*, count(t.id) AS templates
-        FROM people p LEFT JOIN templates t ON t.person_id = p.id
-        {where} GROUP BY p.id ORDER BY p.name
-    """
-
-    @staticmethod
-    def _to_person(r: dict[str, Any]) -> Person:
-        return Person(**r | {"active": bool(r["active"])})
-
-    def person(self, name: str) -> Person:
-        """One person by name (ignoring case and accent form); GalleryError if there is none."""
-        with self._read("read person"):
-            found = identity.find(self.db.conn, name)
-            sql = self._PEOPLE_SQL.format(where="WHERE p.id = ?")
-            rows = list(self.db.query(sql, [found[0]])) if found else []
-        if not rows:
-            raise GalleryError(f"{name!r}: no such person in the gallery")
-        return self._to_person(rows[0])
-
-    def people(self) -> list[Person]:
-        """Everyone, by name, with their template counts."""
-        with self._read("list people"):
-            rows = list(self.db.query(self._PEOPLE_SQL.format(where="")))
-        return [self._to_person(r) for r in rows]
-
     # ------------------------------------------------------------- matching
 
     def templates(self, model_id: str | None = None) -> Templates:
@@ -763,63 +332,6 @@ class Gallery(SealedTemplates):
         return Matcher(
             t.embeddings, t.person_ids, people, config.threshold, config.margin, generation
         )
-
-    # ------------------------------------------------------------- events
-
-    def log_event(self, kind: str, **fields: Any) -> int:
-        """Append one event (its own small transaction); returns its id.
-
-        ``kind`` is a short lowercase word (access, door, alarm, storage, ...);
-        ``fields`` are the columns of :func:`~edge.records.event_row` (``decision`` is
-        "granted", "denied" or None; ``detail`` is stored as JSON).
-        """
-        row = event_row(kind, **fields)
-        with self._write(f"log {kind} event", content=False):
-            return self._insert("events", row)
-
-    def log_events(self, events: Sequence[dict[str, Any]]) -> int:
-        """Append many events (keyword dicts as for :meth:`log_event`) in one transaction."""
-        rows = [event_row(**e) for e in events]
-        with self._write("log events", content=False):
-            for row in rows:
-                self._insert("events", row)
-        return len(rows)
-
-    def events(
-        self,
-        since: str | datetime | None = None,
-        limit: int | None = None,
-        kind: str | None = None,
-    ) -> list[Event]:
-        """Events at or after ``since``, of ``kind`` if given, oldest first.
-
-        With ``limit``, the newest ``limit`` of those (still oldest first), as
-        ``tail`` would show them.
-        """
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise GalleryError(f"event limit must be a whole number >= 0, got {limit!r}")
-        clauses, args = [], []
-        if since is not None:
-            clauses.append("ts >= ?")
-            args.append(iso_time(since, "since"))
-        if kind is not None:
-            clauses.append("kind = ?")
-            args.append(kind)
-        with self._read("read events"):
-            rows = list(
-                self.db.table("events").rows_where(
-                    " AND ".join(clauses) or None,
-                    args,
-                    order_by="id DESC",  # insertion order: the wall clock may jump
-                    limit=limit,
-                )
-            )
-        return [
-            Event(**r | {"detail": None if r["detail"] is None else json.loads(r["detail"])})
-            for r in reversed(rows)
-        ]
 
     # ------------------------------------------------------------- export / import
 

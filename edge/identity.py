@@ -35,6 +35,7 @@ from .match import DIM
 
 if TYPE_CHECKING:
     from .gallery import Gallery
+    from .sealing import SealedTemplates
 
 
 def nfc(name: str) -> str:
@@ -85,7 +86,7 @@ class LookAlike:
 
 
 def _embeddings(
-    gallery: Gallery, where: str, args: Sequence[object]
+    gallery: SealedTemplates, where: str, args: Sequence[object]
 ) -> tuple[np.ndarray, list[int]]:
     """Plain embeddings (rows) and their person ids, of the templates ``where`` selects."""
     rows = gallery.db.execute(
@@ -96,13 +97,24 @@ def _embeddings(
 
 
 def look_alike(
-    gallery: Gallery, embeddings: Sequence[bytes], threshold: float, except_id: int | None = None
+    gallery: SealedTemplates,
+    embeddings: Sequence[bytes],
+    threshold: float,
+    except_id: int | None = None,
+    *,
+    model_id: str,
 ) -> LookAlike | None:
     """The enrolled person (other than ``except_id``) most like any of ``embeddings``, if at or
-    above ``threshold``; call inside the gallery's transaction. Embeddings are packed unit rows."""
+    above ``threshold``; call inside the gallery's transaction. Embeddings are packed unit rows.
+
+    Only templates of ``model_id`` (the embedder that made ``embeddings``) are
+    compared: a similarity between two models' embeddings means nothing.
+    """
     if not embeddings:
         return None
-    theirs, owners = _embeddings(gallery, "person_id IS NOT ?", [except_id])
+    theirs, owners = _embeddings(
+        gallery, "person_id IS NOT ? AND model_id = ?", [except_id, model_id]
+    )
     if not owners:
         return None
     mine = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(-1, DIM)

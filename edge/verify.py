@@ -6,8 +6,6 @@ each distinct photo once.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 from .engine import Engine
 from .errors import EdgeError, ImageError
 from .image import read_image
+from .pairs import pair_rows
 
 
 @dataclass(frozen=True)
@@ -107,33 +106,20 @@ def read_pairs(csv_path: str | os.PathLike[str]) -> list[Pair]:
     current one, so a folder of photos and its CSV can move together.
     """
     p = Path(csv_path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ImageError(
-            f"{p}: cannot read pairs file ({getattr(e, 'strerror', None) or e})"
-        ) from None
     out = []
-    try:
-        reader = csv.DictReader(io.StringIO(text))
-        fields = [f.strip() for f in reader.fieldnames or []]
-        reader.fieldnames = fields
-        if "file_x" not in fields or "file_y" not in fields:
-            raise ImageError(f"{p}: pairs file needs a header with file_x,file_y")
-        for n, row in enumerate(reader, start=2):
-            x, y = (row.get("file_x") or "").strip(), (row.get("file_y") or "").strip()
-            if not x or not y:
-                raise ImageError(f"{p}: line {n}: file_x and file_y are both needed")
-            same = None
-            if "same" in fields:
-                word = (row.get("same") or "").strip().lower()
-                if word not in SAME_VALUES:
-                    raise ImageError(
-                        f"{p}: line {n}: same is {row.get('same')!r};"
-                        " expected yes, no, 1, 0, true or false"
-                    )
-                same = SAME_VALUES[word]
-            out.append(Pair(str(p.parent / x), str(p.parent / y), x, y, same))
-    except csv.Error as e:
-        raise ImageError(f"{p}: not a readable CSV ({e})") from None
+    header = "pairs file needs a header with file_x,file_y"
+    for n, row, fields in pair_rows(p, ("file_x", "file_y"), header):
+        x, y = (row.get("file_x") or "").strip(), (row.get("file_y") or "").strip()
+        if not x or not y:
+            raise ImageError(f"{p}: line {n}: file_x and file_y are both needed")
+        same = None
+        if "same" in fields:
+            word = (row.get("same") or "").strip().lower()
+            if word not in SAME_VALUES:
+                raise ImageError(
+                    f"{p}: line {n}: same is {row.get('same')!r};"
+                    " expected yes, no, 1, 0, true or false"
+                )
+            same = SAME_VALUES[word]
+        out.append(Pair(str(p.parent / x), str(p.parent / y), x, y, same))
     return out

@@ -27,7 +27,6 @@ the bytes), so the model manifest can record its sha256.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from collections import OrderedDict
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from convert_common import export, litert_output, report
 from torch import nn
 
 #: MiniFASNet's crop size for the 2.7x checkpoint; the model is fully convolutional
@@ -198,24 +198,6 @@ def sample_input() -> torch.Tensor:
     return torch.rand(1, 3, INPUT_SIZE, INPUT_SIZE, generator=g) * 255.0
 
 
-def litert_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    """Run the exported file once with LiteRT (installed alongside litert-torch)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path))
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    if tuple(inp["shape"]) != x.shape:
-        raise SystemExit(f"exported input shape {tuple(inp['shape'])}, expected {x.shape}")
-    it.set_tensor(inp["index"], x)
-    it.invoke()
-    return np.asarray(it.get_tensor(it.get_output_details()[0]["index"]))
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="upstream .pth state dict")
@@ -223,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():
         parser.error(f"{args.checkpoint}: no such checkpoint")
-
-    import litert_torch  # heavy; imported only once the arguments are good
 
     try:
         model = build(args.checkpoint)
@@ -237,15 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         expected = model(sample).numpy()
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    litert_torch.convert(model, (sample,)).export(str(args.out))
+    export(model, sample, args.out)
 
-    got = litert_logits(args.out, sample.numpy())
+    got = litert_output(args.out, sample.numpy())
     diff = float(np.abs(got - expected).max())
     if diff > TOLERANCE:
         print(f"{args.out}: LiteRT differs from PyTorch by {diff:.2e}", file=sys.stderr)
         return 1
-    size = args.out.stat().st_size
-    print(f"{args.out}: {size} bytes, sha256 {sha256(args.out)}, max |diff| {diff:.1e}")
+    print(report(args.out, f"max |diff| {diff:.1e}"))
     return 0
 
 

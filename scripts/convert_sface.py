@@ -36,7 +36,6 @@ byte-identical file, so the model manifest records its sha256.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from convert_common import export, litert_output, report
 from torch import nn
 
 INPUT_SIZE = 112
@@ -208,19 +208,6 @@ def quantise(float_path: Path, out: Path) -> None:
     out.write_bytes(bytes(result.quantized_model))
 
 
-def litert_embedding(path: Path, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path))
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    if tuple(inp["shape"]) != x.shape:
-        raise SystemExit(f"exported input shape {tuple(inp['shape'])}, expected {x.shape}")
-    it.set_tensor(inp["index"], x)
-    it.invoke()
-    return np.asarray(it.get_tensor(it.get_output_details()[0]["index"]))[0]
-
-
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -236,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    import litert_torch  # heavy; imported only once the arguments are good
-
     try:
         model = build(args.onnx)
     except (KeyError, ValueError, RuntimeError) as e:
@@ -250,19 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / "sface_float.tflite"
-        litert_torch.convert(model, (sample,)).export(str(float_path))
+        export(model, sample, float_path)
         if args.float:
             args.out.write_bytes(float_path.read_bytes())
         else:
             quantise(float_path, args.out)
 
-    got = litert_embedding(args.out, sample.numpy())
+    got = litert_output(args.out, sample.numpy())[0]
     c = cosine(got, expected)
     if c < MIN_COSINE:
         print(f"{args.out}: LiteRT's embedding is off PyTorch's (cosine {c:.6f})", file=sys.stderr)
         return 1
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-    print(f"{args.out}: {args.out.stat().st_size} bytes, sha256 {digest}, cosine {c:.6f}")
+    print(report(args.out, f"cosine {c:.6f}"))
     return 0
 
 

@@ -312,3 +312,22 @@ def test_keep_crops_off_keeps_none(site: Path, cfg) -> None:
     with Gallery(site / "gallery.db") as g:
         enroll(g, "obama", templates)
     assert raw(site / "gallery.db", "SELECT count(*) FROM crops") == [(0,)]
+
+
+def test_a_look_alike_is_sought_among_templates_of_the_same_model(
+    tmp_path: Path, engine: Engine, cfg
+) -> None:
+    running = engine.embedder.model_id
+    threshold = cfg.match.threshold
+    with Gallery(tmp_path / "g.db") as g:
+        e = probe(engine, OBAMA[0])
+        g.enroll("obama", [(e, 1.0, "cd" * 32)], model_id=OTHER)
+        # The very same embedding, but the template here is another model's: not comparable.
+        r = g.enroll("barack", [(e, 1.0, "ef" * 32)], model_id=running,
+                     refuse_look_alike=threshold)
+        assert r.added == 1
+        # Against a template of its own model it is refused, naming whom it looks like.
+        with pytest.raises(GalleryError, match="already enrolled as 'barack'"):
+            g.enroll("obama2", [(e, 1.0, "ab" * 32)], model_id=running,
+                     refuse_look_alike=threshold)
+        assert [p.name for p in g.people()] == ["barack", "obama"]
