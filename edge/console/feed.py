@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..align import yaw
 from ..camera import Frame
 from ..config import Config
 
@@ -99,8 +100,6 @@ def waiting_for(track: Any, det: Any, cfg: Config, frame: int) -> str:
     if track.decided:
         return "decided"
     dc, lc = cfg.decision, cfg.liveness
-    from ..align import yaw
-
     if not track.votes:
         if det.eye_distance < cfg.align.min_eye_distance:
             return f"closer (eyes {det.eye_distance:.0f} px, need {cfg.align.min_eye_distance:.0f})"
@@ -136,7 +135,7 @@ def face_states(
             tr.id,
             vote.name if vote is not None else None,
             float(vote.similarity) if vote is not None else None,
-            float(np.mean(scores)) if scores else None,
+            sum(scores) / len(scores) if scores else None,  # a few floats: no numpy call
             waiting_for(tr, det, cfg, frame),
         ))
     return tuple(out)
