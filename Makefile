@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "$(CONSTRAINTS)" > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp,console]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp,fleet,console]'
 	@touch $@
 
 venv: $(STAMP)
@@ -56,6 +56,19 @@ test-deps:
 	      install -y -qq chromium chromium-driver >/dev/null; \
 	  else \
 	    echo "warning: chromium is missing, the console's browser tests are skipped (sudo apt-get install chromium chromium-driver)"; \
+	  fi; \
+	fi
+
+# PostgreSQL is the fleet's central store; the fleet tests start a real server of
+# their own (tests/pg.py: initdb in a temporary folder). Installed when missing
+# and we are root; a door never needs a server of its own.
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (for the fleet tests)"; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "error: PostgreSQL is missing and the fleet tests need it (sudo apt-get install postgresql)"; exit 1; \
 	  fi; \
 	fi
 

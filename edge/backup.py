@@ -260,18 +260,21 @@ def startup_check(
             f"{what}; restored {candidate}, damaged file kept as {done.kept}"
             f" ({done.describe()})"
         )
-        log.warning("%s; %s", said, lost_since(candidate, done.kept))
+        log.warning("%s; %s", said, lost_since(candidate, done.kept, done))
         return said
     raise GalleryError(f"{what}; no backup in {folder} passes the check, not starting")
 
 
-def lost_since(backup: Path, damaged: Path | None) -> str:
+def lost_since(backup: Path, damaged: Path | None, restored: Restored | None = None) -> str:
     """What a restore of ``backup`` over ``damaged`` lost, as far as the damaged file still says.
 
     Every change after the backup's newest event is gone from the gallery:
     events, and people added, removed, disabled or enabled since (a person
-    disabled after the backup is active again). Read best effort: a file
-    too damaged to read only gets the backup's time.
+    disabled after the backup is active again). Except what the restore
+    kept (``restored``, what :func:`restore` returned): the events it carried
+    over are not counted as lost, nor are people it erased again ("removed
+    since, now back" would be false for them). Read best effort: a file too
+    damaged to read only gets the backup's time.
     """
     try:
         with closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as b:
@@ -279,7 +282,10 @@ def lost_since(backup: Path, damaged: Path | None) -> str:
             then = dict(b.execute("SELECT name, active FROM people").fetchall())
     except sqlite3.Error as e:
         return f"cannot read {backup} to say what was lost ({e})"
-    since = f"every change after {last_ts or 'the backup was taken'} is lost"
+    carried = restored.carried if restored is not None else 0
+    again = set(restored.forgotten) if restored is not None else set()
+    but = f" but the {carried} event(s) carried over" if carried else ""
+    since = f"every change after {last_ts or 'the backup was taken'}{but} is lost"
     if damaged is None:
         return since
     try:
@@ -289,10 +295,11 @@ def lost_since(backup: Path, damaged: Path | None) -> str:
             now = dict(d.execute("SELECT name, active FROM people").fetchall())
     except sqlite3.Error:
         return f"{since} (the damaged file does not say what)"
-    parts = [f"{n_events} event(s)"]
+    # Those the damaged file holds past the backup, less those in the restored gallery.
+    parts = [f"{max(0, n_events - carried)} event(s)"]
     for label, names in (
         ("added since, now gone", sorted(set(now) - set(then))),
-        ("removed since, now back", sorted(set(then) - set(now))),
+        ("removed since, now back", sorted(set(then) - set(now) - again)),
         ("disabled since, now ACTIVE again", sorted(n for n in now if n in then and then[n]
                                                     and not now[n])),
         ("enabled since, now disabled again", sorted(n for n in now if n in then and not then[n]

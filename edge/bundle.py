@@ -304,10 +304,20 @@ def _mismatch(
     fresh: list[_BundleTemplate],
     threshold: float | None,
 ) -> list[str]:
-    """A warning when a colliding bundle person's faces do not look like the local person."""
+    """A warning when a colliding bundle person's faces do not look like the local person.
+
+    Each bundle template is compared with the local person's templates of its
+    own model; with none of any bundle template's model there is nothing to say.
+    """
     if threshold is None:
         return []
-    sim = identity.best_similarity(gallery, found[0], [t[0] for t in fresh])
+    sims = [
+        identity.best_similarity(
+            gallery, found[0], [t[0] for t in fresh if t[4] == model_id], model_id=model_id
+        )
+        for model_id in sorted({t[4] for t in fresh})
+    ]
+    sim = max((s for s in sims if s is not None), default=None)
     if sim is None or sim >= threshold:
         return []
     return [

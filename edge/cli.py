@@ -8,15 +8,15 @@ commands so ``edge --help`` and ``edge list`` start fast.
 
 This module is the parser and dispatch: the ``edge`` group and its commands,
 gathered from modules by theme: :mod:`edge.cli_people`, :mod:`edge.cli_recognition`,
-:mod:`edge.cli_data` and :mod:`edge.cli_ops`; what they share (options, context,
-failures) is :mod:`edge.cli_common`.
+:mod:`edge.cli_data`, :mod:`edge.cli_ops` and :mod:`edge.cli_fleet`; what they share
+(options, context, failures) is :mod:`edge.cli_common`.
 """
 
 from __future__ import annotations
 
 import click
 
-from . import cli_data, cli_ops, cli_people, cli_recognition
+from . import cli_data, cli_fleet, cli_ops, cli_people, cli_recognition
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,6 +55,8 @@ for _command in (
     cli_ops.doctor,
     cli_ops.bench,
     cli_ops.console_group,
+    # several doors
+    cli_fleet.fleet_group,
 ):
     main.add_command(_command)
 

@@ -54,6 +54,12 @@ class Ctx:
 
         return open_gallery(self.cfg, self.db(), actor(), create=create or self.create)
 
+    def fleet(self, url: str) -> Any:
+        """An admin session with the fleet's central store (``url`` "": the configured one)."""
+        from .cli_fleet import admin
+
+        return admin(self.cfg, url, actor())
+
     def engine(self) -> Any:
         from .engine import Engine
 

@@ -12,17 +12,35 @@ from pathlib import Path
 import click
 
 from .cli_common import Ctx, PathArg, actor, bundle_passphrase, common, fail
+from .cli_fleet import FleetCommand, fleet_option, refuse_local_edit
 from .cli_ops import _daemon_running, _read_status
 
 
-@click.command()
+@click.command(cls=FleetCommand)
 @click.option("--since", help="Only events at or after this ISO-8601 time.")
 @click.option("--kind", help="Only events of this kind (access, door, enroll, …).")
 @click.option("--limit", type=click.IntRange(1), help="Only the newest N.")
+@click.option("--door", help="With --fleet: only this door's events.")
+@fleet_option
 @common
-def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> None:
-    """Show the audit log, oldest first, with what each admin change did."""
+def events(
+    ctx: Ctx, since: str | None, kind: str | None, limit: int | None, door: str | None,
+    fleet: str | None,
+) -> None:
+    """Show the audit log, oldest first, with what each admin change did.
+
+    With --fleet: every door's events at the centre, each after its door's name
+    ("centre" for an admin command's).
+    """
     from .audit import check_kind, describe
+
+    if door is not None and fleet is None:
+        fail("--door needs --fleet (a door's own log is local)", 2)
+    if fleet is not None:
+        from .cli_fleet import fleet_events
+
+        fleet_events(ctx, fleet, since=since, kind=kind, door=door, limit=limit)
+        return
 
     with ctx.gallery() as g:
         rows = g.events(since=since, kind=kind and check_kind(g, kind), limit=limit)
@@ -33,11 +51,12 @@ def events(ctx: Ctx, since: str | None, kind: str | None, limit: int | None) -> 
         click.echo(describe(r))
 
 
-@click.command("export")
+@click.command("export", cls=FleetCommand)
 @click.argument("file")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@fleet_option
 @common
-def export_(ctx: Ctx, file: str, force: bool) -> None:
+def export_(ctx: Ctx, file: str, force: bool, fleet: str | None) -> None:
     """Write every person and template to FILE, sealed under a passphrase.
 
     The passphrase comes from $EDGE_BUNDLE_PASSPHRASE, or is asked for.
@@ -46,12 +65,18 @@ def export_(ctx: Ctx, file: str, force: bool) -> None:
 
     check_target(Path(file), force)  # before asking for a passphrase
     passphrase = bundle_passphrase(confirm=True)
-    with ctx.gallery() as g:
-        n = export_bundle(g, file, passphrase, force=force)
+    if fleet is not None:
+        from .fleet import bundles
+
+        with ctx.fleet(fleet) as a:
+            n = bundles.export(a, file, passphrase, force=force)
+    else:
+        with ctx.gallery() as g:
+            n = export_bundle(g, file, passphrase, force=force)
     ctx.emit({"file": file, "people": n}, f"{file}: {n} people exported")
 
 
-@click.command("import")
+@click.command("import", cls=FleetCommand)
 @click.argument("file")
 @click.option(
     "--allow-unencrypted",
@@ -65,9 +90,11 @@ def export_(ctx: Ctx, file: str, force: bool) -> None:
     metavar="[OLD=]NEW",
     help="Add the bundle's OLD (or its one colliding name) as NEW instead.",
 )
+@fleet_option
 @common
 def import_(
-    ctx: Ctx, file: str, allow_unencrypted: bool, merge: bool, rename: tuple[str, ...]
+    ctx: Ctx, file: str, allow_unencrypted: bool, merge: bool, rename: tuple[str, ...],
+    fleet: str | None,
 ) -> None:
     """Add the people and templates in FILE (opened and checked before the gallery is touched).
 
@@ -75,12 +102,22 @@ def import_(
     """
     from .bundle import import_bundle, is_sealed_bundle
 
+    refuse_local_edit(ctx.cfg, fleet)
     passphrase = bundle_passphrase(confirm=False) if is_sealed_bundle(file) else None
-    with ctx.gallery() as g:
-        r = import_bundle(
-            g, file, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
-            rename=rename, threshold=ctx.cfg.match.threshold,
-        )
+    if fleet is not None:
+        from .fleet import bundles
+
+        with ctx.fleet(fleet) as a:
+            r = bundles.import_(
+                a, file, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
+                rename=rename, threshold=ctx.cfg.match.threshold,
+            )
+    else:
+        with ctx.gallery() as g:
+            r = import_bundle(
+                g, file, passphrase, allow_unencrypted=allow_unencrypted, merge=merge,
+                rename=rename, threshold=ctx.cfg.match.threshold,
+            )
     for w in r.warnings:
         click.echo(f"edge: warning: {w}", err=True)
     ctx.emit(

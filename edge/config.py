@@ -261,6 +261,23 @@ class MqttConfig(_Section):
     allow_remote_unlock: bool = False
 
 
+class FleetConfig(_Section):
+    """The central store of a fleet of doors (edge/fleet/); None url = this door stands alone."""
+
+    #: libpq URL of the fleet database, without a password
+    #: (e.g. postgresql://front@fleet.example/edge?sslmode=verify-full).
+    url: str | None = None
+    #: File holding the password (mode 0600); a systemd credential "fleet-password" wins.
+    password_file: Path | None = None
+    #: The fleet key templates are sealed under at the centre (mode 0600);
+    #: a systemd credential "fleet-key" wins. Copied to each door from the admin's machine.
+    key_file: Path = Path("data/fleet.key")
+    #: TLS: "verify-full" checks the server's certificate and name against sslrootcert.
+    sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    sslrootcert: Path | None = None
+    connect_timeout_seconds: int = Field(5, ge=1, le=300)
+
+
 class VoiceConfig(_Section):
     enabled: bool = True
     welcome: str = "Welcome, {name}"
@@ -331,6 +348,7 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     mqtt: MqttConfig = MqttConfig()
     console: ConsoleConfig = ConsoleConfig()
+    fleet: FleetConfig = FleetConfig()
     #: The folder relative paths are resolved against (the config file's own).
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
 

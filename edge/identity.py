@@ -127,9 +127,16 @@ def look_alike(
     return LookAlike(owners[j], str(name), best, int(t))
 
 
-def best_similarity(gallery: Gallery, person_id: int, embeddings: Sequence[bytes]) -> float | None:
-    """The highest similarity between ``embeddings`` and person ``person_id``'s templates."""
-    theirs, owners = _embeddings(gallery, "person_id = ?", [person_id])
+def best_similarity(
+    gallery: Gallery, person_id: int, embeddings: Sequence[bytes], *, model_id: str
+) -> float | None:
+    """The highest similarity between ``embeddings`` and person ``person_id``'s templates.
+
+    Only templates of ``model_id`` (the embedder that made ``embeddings``) are
+    compared, as in :func:`look_alike`; None when the person has none of them
+    (a similarity between two models' embeddings means nothing).
+    """
+    theirs, owners = _embeddings(gallery, "person_id = ? AND model_id = ?", [person_id, model_id])
     if not owners or not embeddings:
         return None
     mine = np.frombuffer(b"".join(embeddings), dtype="<f4").reshape(-1, DIM)

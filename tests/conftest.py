@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,3 +101,48 @@ def photo_copy(tmp_path: Path):
         return dst
 
     return copy
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path):
+    """A real systemd notify socket (unix datagram) in tmp_path: (socket, path)."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    yield sock, path
+    sock.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real mosquitto broker (:class:`tests.helpers.Broker`), stopped after the test."""
+    from .helpers import Broker
+
+    b = Broker(tmp_path / "broker")
+    yield b
+    if b.proc is not None and b.proc.poll() is None:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL cluster of this worker's own (tests/pg.py), stopped and removed after.
+
+    Session-scoped: under pytest-xdist each worker process starts its own.
+    Tests that stop it (the offline tests) must start it again before they end.
+    """
+    from tests.pg import PgServer
+
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_db(pg_server) -> str:
+    """The name of a fresh, empty database in :func:`pg_server`, for one test."""
+    if not pg_server.running():  # a test that stopped it and failed before restarting
+        pg_server.start()
+    return pg_server.new_database()

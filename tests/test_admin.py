@@ -408,7 +408,9 @@ def test_an_automatic_restore_warns_saying_what_was_lost(tmp_path: Path, caplog)
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     text = warning.getMessage()
     assert "restored" in text and "is lost" in text, text
-    assert "5 event(s)" in text and "added since, now gone: dee" in text, text
+    # The 5 events since the backup were carried over: none of them is lost.
+    assert "5 event(s) carried over is lost: 0 event(s);" in text, text
+    assert "added since, now gone: dee" in text, text
     assert "disabled since, now ACTIVE again: bob" in text, text
 
 

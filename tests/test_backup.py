@@ -297,3 +297,40 @@ def test_no_usable_backup_refuses_and_touches_nothing(cfg: Config, db: Path) -> 
         startup_check(db, cfg)
     assert db.read_bytes() == before
     assert not list(db.parent.glob("gallery.db.corrupt-*"))
+
+
+def damaged_index(db: Path) -> None:
+    """Garbage over the templates index's root page: the check fails, the tables still read."""
+    with Gallery(db) as g:
+        (root,) = g.db.conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'templates_model'"
+        ).fetchone()
+    with db.open("r+b") as f:
+        f.seek((root - 1) * PAGE)
+        f.write(np.random.default_rng(2).bytes(PAGE))
+
+
+def test_a_restore_counts_as_lost_only_the_events_it_did_not_carry_over(
+    cfg: Config, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    made = Backups(db, cfg, background=False).backup_now()
+    assert made is not None
+    with Gallery(db, "admin") as g:  # after the backup: 4 events the restore carries over
+        g.log_events([{"kind": "access", "decision": "denied", "reason": "unknown"}] * 2)
+        g.forget("p3")
+        g.set_active("p4", False)
+    damaged_index(db)
+    with caplog.at_level(logging.WARNING, logger="edge.backup"):
+        message = startup_check(db, cfg, actor="edge daemon")
+    assert "4 newer event(s) carried over" in message and "erased again as recorded: p3" in message
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # The damaged file's events past the backup that the restored gallery lacks: none.
+    (kept,) = db.parent.glob("gallery.db.corrupt-*Z")
+    with Gallery(made) as b, Gallery(kept) as k, Gallery(db) as r:
+        last = max(e.id for e in b.events())
+        newer = [(e.ts, e.kind, e.name) for e in k.events() if e.id > last]
+        have = {(e.ts, e.kind, e.name) for e in r.events()}
+    assert len(newer) == 4 and not [e for e in newer if e not in have]
+    assert "but the 4 event(s) carried over is lost: 0 event(s);" in warning, warning
+    assert "disabled since, now ACTIVE again: p4" in warning, warning  # that one is lost
+    assert "now back" not in warning, warning  # p3 was erased again: not back

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from edge.gallery import Gallery
 
 from .conftest import FACES, PEOPLE, wait_for
+from .helpers import edge_run, stop
 
 MEI = FACES / "spoof/image_T1.jpg"
 #: The people enrolled, one a round, while the daemon runs.
@@ -89,13 +89,8 @@ class RunningDaemon:
     def __init__(self, site: Path, frames: Path) -> None:
         self.log = site / "daemon.log"
         self._out = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--config", str(site / "config.yaml"),
-             "--db", str(site / "gallery.db"), "--source", str(frames), "--realtime",
-             "--liveness", "off"],
-            stdout=self._out, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"},
-        )
+        self.proc = edge_run(site, "--source", str(frames), "--realtime", "--liveness", "off",
+                             stdout=self._out)
 
     def text(self) -> str:
         return self.log.read_text()
@@ -117,13 +112,9 @@ class RunningDaemon:
         return out
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=60)
+            return stop(self.proc)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
             self._out.close()
 
 

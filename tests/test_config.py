@@ -15,7 +15,7 @@ from edge.errors import ConfigError
 from edge.reload import plan_reload
 
 from .conftest import FACES, wait_for
-from .test_daemon_process import edge_run, receive_until
+from .helpers import edge_run, receive_until
 
 CLIP = FACES / "video/short_hamilton_clip.mp4"
 
@@ -154,12 +154,3 @@ def test_sighup_with_a_restart_only_change_says_so_and_keeps_running_as_before(
     assert "door.pin 17 -> 22" in warning and "daemon.status_file" in warning, warning
     assert "match.threshold" not in warning and "reloaded config and gallery" in out
     assert "Traceback" not in out
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path):
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    yield sock, path
-    sock.close()

@@ -2,53 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from edge.gallery import Gallery
 
 from .conftest import FACES
-
-
-def edge_run(site: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(site / "config.yaml"),
-         "--db", str(site / "gallery.db"), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock", **(env or {})},
-    )
-
-
-def receive_until(sock: socket.socket, wanted: str, timeout: float = 30.0) -> list[str]:
-    got: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            msg = sock.recv(4096).decode()
-        except TimeoutError:
-            break
-        got.append(msg)
-        if wanted in msg.split("\n"):
-            return got
-    raise AssertionError(f"{wanted!r} never arrived; got {got}")
-
-
-@pytest.fixture
-def notify_socket(tmp_path):
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    yield sock, path
-    sock.close()
+from .helpers import edge_run, receive_until
 
 
 def test_ready_watchdog_reload_and_clean_stop(site, tmp_path, notify_socket):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,32 +26,10 @@ from edge.daemon import Daemon, configure_logging
 from edge.errors import CameraError
 
 from .conftest import FACES, ROOT, wait_for
-from .test_daemon_process import edge_run
+from .helpers import edge_run, notify_lines, stop
 
 CLIP = FACES / "video/short_hamilton_clip.mp4"
 HINT = "no frame from camera"
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path):
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    yield sock, path
-    sock.close()
-
-
-def drain(sock: socket.socket, seconds: float = 0.05) -> list[str]:
-    """Every notify line that arrives in the next ``seconds``."""
-    got: list[str] = []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            got += sock.recv(4096).decode().split("\n")
-        except TimeoutError:
-            break
-    return got
 
 
 def logged(path: Path) -> str:
@@ -62,21 +39,7 @@ def logged(path: Path) -> str:
 def start(site: Path, log: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     """`edge run` with its output in the file ``log``, to be read while it runs."""
     with open(log, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--config", str(site / "config.yaml"),
-             "--db", str(site / "gallery.db"), *args],
-            stdout=out, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock", **(env or {})},
-        )
-
-
-def stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        return edge_run(site, *args, env=env, stdout=out)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,11 +99,11 @@ def test_an_ended_replay_idles_without_spinning_and_status_says_running(
 
         assert wait_for(lambda: status().get("camera") == "ended", 120), logged(log)
         assert status()["frames"] == 3 and status()["stopped"] is False
-        drain(sock)
+        notify_lines(sock)
         # Idle: over a few seconds it uses a sliver of a core (a spinning loop used all of
         # one), and it still feeds the watchdog: idle on purpose is not stuck.
         before, t0 = cpu_seconds(proc.pid), time.monotonic()
-        pings = [ln for ln in drain(sock, 4.0) if ln == "WATCHDOG=1"]
+        pings = [ln for ln in notify_lines(sock, 4.0) if ln == "WATCHDOG=1"]
         used = (cpu_seconds(proc.pid) - before) / (time.monotonic() - t0)
         assert used < 0.25, f"{used:.0%} of a core while idle"
         assert len(pings) >= 2
@@ -171,11 +134,11 @@ def test_without_a_camera_it_says_what_to_do_and_not_ready(
     proc = start(site, log, "--source", "/dev/video97", env={"NOTIFY_SOCKET": str(path)})
     try:
         assert wait_for(lambda: HINT in logged(log), 120), logged(log)
-        lines = drain(sock)
+        lines = notify_lines(sock)
         assert proc.poll() is None
     finally:
         code = stop(proc)
-    lines += drain(sock)
+    lines += notify_lines(sock)
     out = logged(log)
     assert code == 0, out
     assert "READY=1" not in lines, lines  # no frame was ever delivered
@@ -242,10 +205,10 @@ def test_the_hint_repeats_until_the_first_frame_and_only_then_ready(
         )
     try:
         assert wait_for(lambda: logged(log).count(HINT) >= 3, 120), logged(log)
-        before = drain(sock)
+        before = notify_lines(sock)
         assert "READY=1" not in before and proc.poll() is None
         switch.unlink()  # the camera is plugged in
-        assert wait_for(lambda: "READY=1" in drain(sock), 60)
+        assert wait_for(lambda: "READY=1" in notify_lines(sock), 60)
         hints = logged(log).count(HINT)
         assert wait_for(lambda: "ready: liveness off" in logged(log), 30)
     finally:

@@ -32,6 +32,7 @@ from edge.errors import CameraError
 from edge.gallery import Gallery
 
 from .conftest import FACES, PEOPLE, ROOT, wait_for
+from .helpers import notify_lines, receive_until
 
 CLIP = FACES / "video/short_hamilton_clip.mp4"
 CLIP_FRAMES = 275
@@ -256,27 +257,6 @@ def child(site: Path, switch: Path) -> None:
     sys.exit(code)
 
 
-def pings(sock: socket.socket, seconds: float) -> list[str]:
-    """Every notify line received in the next ``seconds``."""
-    got: list[str] = []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            got += sock.recv(4096).decode().split("\n")
-        except TimeoutError:
-            break
-    return got
-
-
-def wait_line(sock: socket.socket, wanted: str, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if wanted in pings(sock, min(0.2, end - time.monotonic())):
-            return
-    raise AssertionError(f"{wanted!r} never arrived")
-
-
 def test_watchdog_stops_while_the_camera_delivers_nothing_and_resumes(site, tmp_path) -> None:
     path, switch = tmp_path / "notify.sock", tmp_path / "switch"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -288,20 +268,20 @@ def test_watchdog_stops_while_the_camera_delivers_nothing_and_resumes(site, tmp_
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        wait_line(sock, "READY=1")
-        wait_line(sock, "WATCHDOG=1", 5)
+        receive_until(sock, "READY=1")
+        receive_until(sock, "WATCHDOG=1", 5)
         faults = [("unplugged", "STATUS=camera reconnecting"), ("garbage", None), ("hang", None)]
         for fault, status in faults:
             switch.write_text(fault)
-            grace = pings(sock, 0.5)  # a frame already in flight may still be pinged for
-            quiet = pings(sock, 1.5)
+            grace = notify_lines(sock, 0.5)  # a frame already in flight may still be pinged for
+            quiet = notify_lines(sock, 1.5)
             assert "WATCHDOG=1" not in quiet, (fault, quiet)  # nothing processed: no ping
             assert status is None or status in grace + quiet, (fault, grace + quiet)
             assert proc.poll() is None  # and the daemon is still there, waiting
             switch.unlink()
-            wait_line(sock, "WATCHDOG=1", 5)  # frames again: pings again
+            receive_until(sock, "WATCHDOG=1", 5)  # frames again: pings again
         proc.send_signal(signal.SIGTERM)
-        wait_line(sock, "STOPPING=1")
+        receive_until(sock, "STOPPING=1")
         out, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

@@ -70,6 +70,7 @@ def test_rotating_one_gallery_strands_no_other_and_no_backup(site: Path):
     time.sleep(1.1)
     code, out, err = edge(site, b, "key", "rotate", "--json")
     assert code == 0, err
+    third_backup = Path(json.loads(out)["backup"])  # sealed under the key the last rotation retires
     assert len(retired_key_files(b)) == 1
     assert readable(site, a) == 1 and readable(site, b) == 1
     # Every backup on disk still restores, whichever key it is sealed under.
@@ -81,13 +82,15 @@ def test_rotating_one_gallery_strands_no_other_and_no_backup(site: Path):
 
     # Once no backup (nor a gallery a restore set aside) is sealed under a
     # retired key, pruning removes it.
-    for backup in (first_backup, second_backup):
+    for backup in (first_backup, second_backup, third_backup):
         backup.unlink()
     for aside in site.glob("b.db.replaced-*"):
         aside.unlink()
-    code, out, err = edge(site, b, "key", "rotate")
+    code, out, err = edge(site, b, "key", "rotate", "--json")
     assert code == 0, err
-    assert len(json.loads(edge(site, b, "backup", "--list", "--json")[1])) == 1
+    last_backup = Path(json.loads(out)["backup"])
+    listed = json.loads(edge(site, b, "backup", "--list", "--json")[1])
+    assert [Path(x).name for x in listed] == [last_backup.name]
     assert retired_key_files(b) == []
     assert readable(site, a) == 1 and readable(site, b) == 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import time
 import urllib.request
 
@@ -13,16 +12,10 @@ import pytest
 from edge.metrics import parse_listen, reason_label
 
 from .conftest import FACES
+from .helpers import edge_run, free_port
 from .test_daemon import config, enroll_photos
-from .test_daemon_process import edge_run
 
 PHOTO = FACES / "spoof/image_T1.jpg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -8,16 +8,12 @@ reconnecting; the daemon's own events wait in the gallery meanwhile.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 
-import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.daemon import Daemon
@@ -25,96 +21,17 @@ from edge.gallery import Gallery
 from edge.voice import Voice, WavEngine
 
 from .conftest import FACES, wait_for
+from .helpers import Subscriber, edge_run, needs_mosquitto
 from .test_daemon import config, enroll_photos, folder_of, relay_states
-from .test_daemon_process import edge_run
 
-pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None and not os.path.exists(
-    "/usr/sbin/mosquitto"), reason="mosquitto not installed (make test installs it as root)")
+pytestmark = needs_mosquitto
 
 PHOTO = FACES / "spoof/image_T1.jpg"
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {folder}/\n")
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return True
-            except OSError:
-                return False
-
-        assert wait_for(up), "mosquitto did not start"
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-class Subscriber:
-    """A real paho client with a persistent session, recording every message."""
-
-    def __init__(self, port: int) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.got: list[tuple[float, str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub",
-                        clean_session=False)
-        c.on_connect = lambda cl, *_: cl.subscribe([("edge-access/#", 1), ("homeassistant/#", 1)])
-        c.on_message = self._on
-        c.reconnect_delay_set(0.2, 1)
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        self.client = c
-
-    def _on(self, _c, _u, msg) -> None:
-        with self.lock:
-            self.got.append((time.monotonic(), msg.topic, msg.payload, msg.retain))
-
-    def topic(self, suffix: str) -> list[bytes]:
-        with self.lock:
-            return [p for _, t, p, _ in self.got if t.endswith(suffix)]
-
-    def events(self) -> list[dict]:
-        return [json.loads(p) for p in self.topic("/event")]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def mqtt_config(site: Path, port: int, **extra):
     mq = {"host": "127.0.0.1", "port": port, **extra}
     return config(site, liveness={"mode": "off"}, mqtt=mq, door={"name": "front"})
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker")
-    yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.stop()
 
 
 def test_events_discovery_store_and_forward_and_commands(site, tmp_path, engine, broker):

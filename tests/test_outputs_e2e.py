@@ -19,10 +19,12 @@ from edge.voice import Voice, WavEngine
 from edge.wiegand import Card, decode
 
 from .conftest import PEOPLE, wait_for
+from .helpers import Broker, Subscriber, free_port, needs_mosquitto
 from .test_daemon import CLIP, config, enroll_photos, relay_states
-from .test_metrics import free_port, scrape
-from .test_mqtt import Broker, Subscriber, pytestmark  # noqa: F401 (skip without mosquitto)
+from .test_metrics import scrape
 from .test_outputs import falling_edges, wiegand_bits
+
+pytestmark = needs_mosquitto
 
 
 def test_relay_wiegand_mqtt_and_metrics_at_once(site, tmp_path, engine):

@@ -331,3 +331,27 @@ def test_a_look_alike_is_sought_among_templates_of_the_same_model(
             g.enroll("obama2", [(e, 1.0, "ab" * 32)], model_id=running,
                      refuse_look_alike=threshold)
         assert [p.name for p in g.people()] == ["barack", "obama"]
+
+
+def test_an_import_says_faces_differ_only_comparing_templates_of_the_same_model(
+    tmp_path: Path, engine: Engine, cfg
+) -> None:
+    running, threshold = engine.embedder.model_id, cfg.match.threshold
+    obama, biden = probe(engine, OBAMA[0]), probe(engine, BIDEN[0])
+    with Gallery(tmp_path / "a.db", key_file=tmp_path / "a.key") as a:
+        a.enroll("obama", [(obama, 1.0, "aa" * 32)], model_id=running)
+        export_bundle(a, tmp_path / "b.bundle", "a long passphrase")
+
+    def warnings(local: list[tuple[np.ndarray, str]], db: str) -> tuple[str, ...]:
+        with Gallery(tmp_path / db, key_file=tmp_path / f"{db}.key") as g:
+            for k, (embedding, model_id) in enumerate(local):
+                g.enroll("obama", [(embedding, 1.0, f"{k:02d}" * 32)], model_id=model_id)
+            return import_bundle(g, tmp_path / "b.bundle", "a long passphrase", merge=True,
+                                 threshold=threshold).warnings
+
+    # The local obama's face under this model is Biden's: they differ, even though an
+    # old model's template here holds the very same numbers as the bundle's.
+    (said,) = warnings([(obama, OTHER), (biden, running)], "b.db")
+    assert "does not look like the 'obama' here" in said, said
+    # Only another model's template here: nothing comparable, so nothing to say.
+    assert warnings([(biden, OTHER)], "c.db") == ()
