@@ -33,15 +33,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "$(CONSTRAINTS)" > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp,fleet]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,plot,metrics,mqtt,osdp,fleet,console]'
 	@touch $@
 
 venv: $(STAMP)
 
 # mosquitto is the broker the MQTT tests start, sshd (openssh-server) the one
 # the `edge models fetch --from user@host:path` tests start, each unprivileged
-# on its own port (installed when missing and we are root); only make test
-# needs them: a door never needs a broker of its own.
+# on its own port, chromium + chromium-driver the browser the console's tests
+# drive (installed when missing and we are root); only make test needs them:
+# a door never needs a broker, an sshd or a browser of its own.
 test-deps:
 	@for pair in mosquitto:mosquitto sshd:openssh-server; do \
 	  prog=$${pair%%:*}; pkg=$${pair#*:}; \
@@ -54,6 +55,15 @@ test-deps:
 	    fi; \
 	  fi; \
 	done
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (for the console's browser tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+	      install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "warning: chromium is missing, the console's browser tests are skipped (sudo apt-get install chromium chromium-driver)"; \
+	  fi; \
+	fi
 
 # PostgreSQL is the fleet's central store; the fleet tests start a real server of
 # their own (tests/pg.py: initdb in a temporary folder). Installed when missing

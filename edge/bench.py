@@ -123,7 +123,9 @@ def match_ms(
     return out
 
 
-def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
+def replay(
+    cfg: Config, video: Path, gallery: Path, console_viewer: bool = False
+) -> dict[str, Any]:
     """Worst-case frame processing of the daemon on a recorded clip.
 
     Each frame goes through :meth:`edge.daemon.Daemon.process` with the
@@ -134,6 +136,10 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
     The configured outputs run as in the daemon (door.outputs, metrics, MQTT,
     the event writer), and each frame is timed through the loop's own
     per-frame path, so what they add to the frame loop is in the figure.
+
+    With ``console_viewer`` the console runs too (on an ephemeral localhost
+    port) and one viewer reads its MJPEG stream over HTTP the whole time, so
+    what a watching installer costs the loop (JPEG encoding included) shows.
     """
     from .camera import open_source
     from .daemon import Daemon
@@ -146,6 +152,15 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
     daemon._start_metrics()
     daemon._start_door()
     daemon._start_mqtt()
+    viewer = None
+    if console_viewer:
+        from .config import with_console
+
+        daemon.cfg = with_console(cfg, "127.0.0.1:0")
+        daemon._start_console()
+        viewer = StreamViewer(daemon.console.url, daemon.console.tokens.token).start()
+        viewer.wait_watching(daemon.console.feed, 30.0)
+        publish_us = _time_publish(daemon.console.feed)
     times, with_face, cpu = [], [], []
     source = open_source(str(video), cfg.camera)
     try:
@@ -162,13 +177,23 @@ def replay(cfg: Config, video: Path, gallery: Path) -> dict[str, Any]:
                     with_face.append(ms)
             loop_cpu = _cpu_seconds() - loop_start
     finally:
+        if viewer is not None:
+            viewer.stop()
         daemon.close()
     # On a shared machine wall time waits for other processes too; CPU time does
     # not. The frame loop's own CPU per frame, and what every other thread of the
     # process burnt meanwhile (the outputs' workers, the libraries' threads),
     # show what the outputs cost without the neighbours' noise.
     others = (loop_cpu - sum(cpu) / 1000.0) * 1000.0 / max(1, len(times))
-    return {
+    viewed = {} if viewer is None else {
+        "console_viewer": {
+            "frames_received": viewer.frames,
+            "encoded_fps_cap": cfg.console.max_fps,
+            "publish_us_median": round(statistics.median(publish_us), 1),
+            "publish_us_p99": round(float(np.percentile(publish_us, 99)), 1),
+        }
+    }
+    return viewed | {
         "frames": len(times),
         "frames_with_face": len(with_face),
         "median_ms": round(statistics.median(times), 3),
@@ -191,6 +216,45 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def viewer_cost(cfg: Config, video: Path, gallery: Path, passes: int = 3) -> dict[str, Any]:
+    """What one console viewer costs the frame loop: :func:`replay` without and with one.
+
+    The passes alternate (none, viewer, none, viewer, ...) so a machine that
+    gets busier or quieter during the bench moves both alike; the figures are
+    the medians over the passes. ``p99_delta_ms`` is the one the target is on;
+    ``p99_cpu_delta_ms`` is the same on the loop thread's CPU time, which a
+    machine busy with other work does not blur; ``publish_us_*`` is the hand-over
+    itself (:meth:`edge.console.feed.LiveFeed.publish`), wall clock.
+    """
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for _ in range(passes):
+        for viewer in (False, True):
+            runs[viewer].append(replay(cfg, video, gallery, console_viewer=viewer))
+
+    def med(viewer: bool, key: str) -> float:
+        return round(statistics.median(r[key] for r in runs[viewer]), 3)
+
+    publish = [r["console_viewer"]["publish_us_p99"] for r in runs[True]]
+    return {
+        "passes": passes,
+        "p99_cpu_ms_no_viewer": med(False, "cpu_p99_ms"),
+        "p99_cpu_ms_viewer": med(True, "cpu_p99_ms"),
+        "p99_cpu_delta_ms": round(med(True, "cpu_p99_ms") - med(False, "cpu_p99_ms"), 3),
+        "publish_us_median": statistics.median(
+            r["console_viewer"]["publish_us_median"] for r in runs[True]
+        ),
+        "publish_us_p99": max(publish),
+        "p99_ms_no_viewer": med(False, "p99_ms"),
+        "p99_ms_viewer": med(True, "p99_ms"),
+        "p99_delta_ms": round(med(True, "p99_ms") - med(False, "p99_ms"), 3),
+        "median_ms_no_viewer": med(False, "median_ms"),
+        "median_ms_viewer": med(True, "median_ms"),
+        "p99_ms_each": {"no_viewer": [r["p99_ms"] for r in runs[False]],
+                        "viewer": [r["p99_ms"] for r in runs[True]]},
+        "jpegs_received": [r["console_viewer"]["frames_received"] for r in runs[True]],
+    }
+
+
 def run_bench(cfg: Config, photos: Path | None = None, repeat: int = 30) -> dict[str, Any]:
     """The figures ``edge bench --json`` prints."""
     folder = photos or default_photos()
@@ -211,3 +275,69 @@ def run_bench(cfg: Config, photos: Path | None = None, repeat: int = 30) -> dict
     # ru_maxrss is in KiB on Linux.
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+def _time_publish(feed: Any) -> list[float]:
+    """Time every :meth:`LiveFeed.publish` the loop makes (microseconds, appended to the list)."""
+    spent: list[float] = []
+    publish = feed.publish
+
+    def timed(*args: Any) -> None:
+        t = time.perf_counter()
+        publish(*args)
+        spent.append((time.perf_counter() - t) * 1e6)
+
+    feed.publish = timed
+    return spent
+
+
+class StreamViewer:
+    """One client on the console's MJPEG stream, in a thread, counting the JPEGs it gets."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        import threading
+
+        self.url, self.token = url, token
+        self.frames = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-viewer", daemon=True)
+
+    def start(self) -> StreamViewer:
+        self._thread.start()
+        return self
+
+    def wait_watching(self, feed: Any, timeout: float) -> None:
+        """Until the console counts this viewer (the frames then flow to it)."""
+        end = time.monotonic() + timeout
+        while not feed.watching:
+            if time.monotonic() > end:
+                raise EdgeError("bench: the console viewer did not connect")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _run(self) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url)
+        conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=5)
+        conn.request("GET", "/live/stream.mjpg", headers={"Authorization": f"Bearer {self.token}"})
+        resp = conn.getresponse()
+        try:
+            while not self._stop.is_set():
+                line = resp.readline()
+                if not line:
+                    return
+                if line.lower().startswith(b"content-length:"):
+                    n = int(line.split(b":")[1])
+                    while resp.readline().strip():  # the part's other headers, to a blank line
+                        pass
+                    resp.read(n)
+                    self.frames += 1
+        except OSError:
+            return
+        finally:
+            conn.close()

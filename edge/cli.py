@@ -55,6 +55,7 @@ for _command in (
     cli_ops.doctor,
     cli_ops.bench,
     cli_ops.sync_,
+    cli_ops.console_group,
     # several doors
     cli_fleet.fleet_group,
 ):

@@ -27,6 +27,12 @@ from .cli_common import Ctx, PathArg, common, fail
     help="Liveness mode (overrides liveness.mode).",
 )
 @click.option("--exit-at-end", is_flag=True, help="Stop when a file or folder source ends.")
+@click.option("--loop", is_flag=True, help="Play a file or folder source again each time it ends.")
+@click.option(
+    "--console", "console", is_flag=False, flag_value="127.0.0.1:8080", default=None,
+    metavar="[HOST:PORT]",
+    help="Serve the web console (default 127.0.0.1:8080; overrides console.listen).",
+)
 @click.option(
     "--realtime/--no-realtime",
     default=None,
@@ -39,6 +45,8 @@ def run(
     source: str | None,
     liveness: str | None,
     exit_at_end: bool,
+    loop: bool,
+    console: str | None,
     realtime: bool | None,
     validate_config: bool,
 ) -> None:
@@ -48,6 +56,10 @@ def run(
         cfg = cfg.model_copy(
             update={"liveness": cfg.liveness.model_copy(update={"mode": liveness})}
         )
+    if console:
+        from .config import with_console
+
+        cfg = with_console(cfg, console)
     if validate_config:
         click.echo("config ok")
         return
@@ -61,6 +73,7 @@ def run(
         source_spec=source,
         realtime=realtime,
         exit_at_end=exit_at_end,
+        loop=loop,
     )
     try:
         daemon.start()
@@ -269,13 +282,41 @@ def doctor(ctx: Ctx) -> None:
     type=PathArg(exists=True, dir_okay=False),
     help="Also time the daemon's frame processing on this video.",
 )
+@click.option(
+    "--console-viewer",
+    is_flag=True,
+    help="With --replay: time it without and with one viewer on the console's live stream.",
+)
 @common
-def bench(ctx: Ctx, repeat: int, replay: str | None) -> None:
+def bench(ctx: Ctx, repeat: int, replay: str | None, console_viewer: bool) -> None:
     """Measure per-face latency, 1:N matching and peak memory."""
     from .bench import replay as replay_bench
     from .bench import run_bench
 
+    if console_viewer and not replay:
+        fail("--console-viewer needs --replay VIDEO", 2)
     result = run_bench(ctx.cfg, repeat=repeat)
     if replay:
         result["replay"] = replay_bench(ctx.cfg, Path(replay), ctx.db())
+        if console_viewer:
+            from .bench import viewer_cost
+
+            result["console_viewer"] = viewer_cost(ctx.cfg, Path(replay), ctx.db())
     ctx.emit(result, json.dumps(result, indent=2))
+
+
+@click.group("console")
+def console_group() -> None:
+    """The web console inside the daemon (console.listen, or edge run --console)."""
+
+
+@console_group.command("token")
+@click.option("--rotate", is_flag=True, help="Make a new token: every console session ends.")
+@common
+def console_token(ctx: Ctx, rotate: bool) -> None:
+    """Print the console's login token (made now if there is none yet)."""
+    from .console.token import ensure_token, token_path
+
+    path = token_path(ctx.cfg, ctx.db())
+    token = ensure_token(path, rotate=rotate)
+    ctx.emit({"token": token, "file": str(path), "rotated": rotate}, token)

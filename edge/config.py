@@ -224,6 +224,40 @@ class MetricsConfig(_Section):
     listen: str | None = Field(None, pattern=r"^[^:\s]*:[0-9]{1,5}$")
 
 
+#: Host names and addresses a console may listen on without TLS: this machine only.
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class ConsoleConfig(_Section):
+    """The installer's web console inside the daemon (edge/console/); off unless listen is set."""
+
+    #: "HOST:PORT" (e.g. 127.0.0.1:8080, reached over ``ssh -L``); None = off.
+    listen: str | None = Field(None, pattern=r"^[^\s]*:[0-9]{1,5}$")
+    #: PEM certificate and key: required when ``listen`` is not a loopback address.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The login token (made once, 0600); default console.token beside the gallery.
+    token_file: Path | None = None
+    #: At most this many JPEG frames a second go to viewers (encoded only while watched).
+    max_fps: float = Field(10.0, gt=0.0, le=30.0)
+    #: JPEG quality of the live view.
+    jpeg_quality: int = Field(80, ge=30, le=95)
+
+    @model_validator(mode="after")
+    def _tls_off_this_machine(self) -> Self:
+        if self.listen is None:
+            return self
+        host = self.listen.rpartition(":")[0]
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if host not in LOOPBACK and self.tls_cert is None:
+            raise ValueError(
+                f"listen {self.listen} is reachable from other machines: set tls_cert and "
+                "tls_key, or listen on 127.0.0.1 and use ssh -L"
+            )
+        return self
+
+
 class MqttConfig(_Section):
     #: The broker; None = MQTT off.
     host: str | None = None
@@ -323,6 +357,7 @@ class Config(_Section):
     osdp: OsdpConfig = OsdpConfig()
     metrics: MetricsConfig = MetricsConfig()
     mqtt: MqttConfig = MqttConfig()
+    console: ConsoleConfig = ConsoleConfig()
     fleet: FleetConfig = FleetConfig()
     #: The folder relative paths are resolved against (the config file's own).
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
@@ -352,6 +387,16 @@ class Config(_Section):
         """Resolve a configured path: absolute as given, else below ``base_dir``."""
         p = Path(p).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
+
+
+def with_console(cfg: Config, listen: str) -> Config:
+    """``cfg`` with ``console.listen`` set (``edge run --console``), checked like the file's."""
+    try:
+        console = ConsoleConfig.model_validate(cfg.console.model_dump() | {"listen": listen})
+    except ValidationError as e:
+        why = _describe(e).removeprefix("(top level): ")
+        raise ConfigError(f"--console {listen}: {why}") from None
+    return cfg.model_copy(update={"console": console})
 
 
 class _Loader(yaml.SafeLoader):

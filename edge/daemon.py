@@ -185,6 +185,9 @@ class Daemon(Housekeeping):
                 made.append(d)
         for alarm in self.decider.pop_alarms(t):
             self._alarm(alarm, frame)
+        # The console's live view: one flag read per frame, nothing more while nobody watches.
+        if self.console is not None and self.console.feed.watching:
+            self.console.feed.publish(frame, dets, tracks)
         return made
 
     def act(self, d: Decision, frame: Frame) -> None:

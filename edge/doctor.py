@@ -211,12 +211,16 @@ def check_backups(cfg: Config, db: Path) -> Check:
     return Check("backups", True, detail)
 
 
-def run_checks(cfg: Config, db: Path) -> list[Check]:
-    """Every check, in the order a site admin would fix them."""
+def run_checks(cfg: Config, db: Path, camera: bool = True) -> list[Check]:
+    """Every check, in the order a site admin would fix them.
+
+    ``camera=False`` leaves the camera out: the console asks from inside the
+    daemon, which holds the camera and knows its state itself.
+    """
     return [
         *check_models(cfg),
         check_runtime(cfg),
-        check_camera(cfg),
+        *([check_camera(cfg)] if camera else []),
         check_gpio(cfg),
         check_outputs(cfg),
         check_tts(cfg),

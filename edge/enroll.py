@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,3 +137,88 @@ def enroll(
         model_id=models.pop() if models else LEGACY_MODEL_ID,
         crops=[None if t.crop is None else t.crop.to_bytes() for t in templates],
     )
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How good one frame is for enrollment: the measures and limits, and the verdict.
+
+    ``reason`` is what :meth:`Engine.enrollment_face` would refuse the frame for
+    (None when it would take it): what the console shows while an installer
+    positions someone in front of the camera.
+    """
+
+    found: bool
+    eye_distance: float | None
+    sharpness: float | None
+    yaw: float | None
+    min_eye_distance: float
+    min_sharpness: float
+    max_yaw: float
+    ok: bool
+    reason: str | None
+
+    @property
+    def size_ok(self) -> bool:
+        return self.eye_distance is not None and self.eye_distance >= self.min_eye_distance
+
+    @property
+    def sharp_ok(self) -> bool:
+        return self.sharpness is not None and self.sharpness >= self.min_sharpness
+
+    @property
+    def yaw_ok(self) -> bool:
+        return self.yaw is not None and self.yaw <= self.max_yaw
+
+    def as_dict(self) -> dict[str, object]:
+        return self.__dict__ | {
+            "size_ok": self.size_ok, "sharp_ok": self.sharp_ok, "yaw_ok": self.yaw_ok
+        }
+
+
+def quality(engine: Engine, image: object) -> Quality:
+    """The enrollment quality of one camera frame (an :class:`edge.image.Image`)."""
+    from .image import Image
+
+    assert isinstance(image, Image)
+    e = engine.cfg.enroll
+    limits = (e.min_eye_distance, e.min_sharpness, e.max_yaw)
+    face = engine.largest_face(image.bgr)
+    if face is None:
+        return Quality(False, None, None, None, *limits, False, "no face found")
+    try:
+        engine.enrollment_face(image, still=False)
+        reason = None
+    except NoFaceError as err:
+        reason = str(err).split(": ", 1)[-1]
+    return Quality(
+        True, face.eye_distance, face.sharpness, face.yaw, *limits, reason is None, reason
+    )
+
+
+def enroll_from_camera(
+    engine: Engine,
+    open_gallery: Callable[[], Gallery],
+    source: object,
+    name: str,
+    frames: int,
+    display_name: str | None = None,
+    *,
+    force: bool = False,
+) -> EnrollResult:
+    """``edge enroll NAME --camera`` (and the console's enroll): frames, then one write.
+
+    The name is checked before the camera is touched, and the gallery is
+    opened (``open_gallery()``) only once good frames are in hand, so a
+    camera that shows no usable face leaves everything as it was. A face
+    already enrolled as someone else is refused (unless ``force``), as from photos.
+    """
+    from .records import check_name
+
+    check_name(name)
+    templates = templates_from_camera(engine, source, frames)
+    with open_gallery() as g:
+        return enroll(
+            g, name, templates, display_name,
+            refuse_look_alike=None if force else engine.cfg.match.threshold,
+        )

@@ -164,6 +164,7 @@ class Housekeeping(Lifecycle):
             },
             "door_simulated": bool(getattr(self.door, "simulated", False)),
             "last_decision": last,
+            "console": self.console.url if self.console is not None else None,
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
 

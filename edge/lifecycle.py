@@ -66,11 +66,13 @@ class Lifecycle:
         handle_signals: bool = True,
         realtime: bool | None = None,
         exit_at_end: bool = False,
+        loop: bool = False,
     ) -> None:
         self.cfg = cfg
         self.db_path = db_path
         self.config_path = config_path
         self.exit_at_end = exit_at_end
+        self.loop = loop
         self._source = source
         self._source_spec = source_spec
         self._realtime = realtime
@@ -79,6 +81,7 @@ class Lifecycle:
         self.metrics: Any = None
         self.mqtt: Any = None
         self.fleet: Any = None  # edge.fleet.sync.SyncWorker when the door is in a fleet
+        self.console: Any = None  # edge.console.server.Console, when console.listen is set
         self.voice = voice
         self._pin_factory = pin_factory
         self._handle_signals = handle_signals
@@ -131,6 +134,7 @@ class Lifecycle:
             ("door", self._start_door),
             ("mqtt", self._start_mqtt),
             ("voice", self._start_voice),
+            ("console", self._start_console),
             ("camera", self._start_camera),
         ]
         for name, step in steps:
@@ -167,6 +171,10 @@ class Lifecycle:
             self.source.close()
         if first is None:
             raise CameraError(f"{self.source.name}: no frame can be read from it")
+        if self.loop:  # edge run --loop: played again from the start each time it ends
+            from .camera import LoopSource
+
+            self.source = LoopSource(self.source)
 
     def _become_ready(self) -> None:
         """The first frame is in: tell systemd READY, and the log."""
@@ -283,6 +291,12 @@ class Lifecycle:
             if self.events is not None:  # woken by each commit, not by polling the table
                 self.events.on_written(self.mqtt.nudge)
 
+    def _start_console(self) -> None:
+        if self.cfg.console.listen and self.console is None:
+            from .console.server import Console
+
+            self.console = Console(self.cfg, self.db_path, self)
+
     def _start_voice(self) -> None:
         if self.voice is None and self.cfg.voice.enabled:
             from .voice import Voice
@@ -312,6 +326,8 @@ class Lifecycle:
             self.door.close()
         if self.outputs is not None:
             self.outputs.close()
+        if self.console is not None:
+            self.console.close()
         if self.mqtt is not None:
             if self.events is not None:
                 self.events.flush(2.0)  # the last events reach the broker if it is up

@@ -23,6 +23,7 @@ RESTART_ONLY = frozenset({
     "door",
     "gallery",
     "security",
+    "console",
     "backup",
     "daemon.status_file",
     "voice.enabled",
