@@ -186,11 +186,19 @@ def start(tmp_path_factory: Any, liveness: str = "passive") -> ConsoleDaemon:
     return ConsoleDaemon(site, liveness)
 
 
-def wait_until(predicate: Any, timeout: float = 60.0, what: str = "") -> Any:
-    """Poll until ``predicate()`` is truthy; its value, or an assertion naming ``what``."""
+def wait_until(predicate: Any, timeout: float = 60.0, what: str = "",
+               ignoring: tuple[type[BaseException], ...] = ()) -> Any:
+    """Poll until ``predicate()`` is truthy; its value, or an assertion naming ``what``.
+
+    ``ignoring``: exceptions that mean "not yet" (a browser page being replaced
+    while it is read), retried like a falsy value.
+    """
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        v = predicate()
+        try:
+            v = predicate()
+        except ignoring:
+            v = None
         if v:
             return v
         time.sleep(0.1)

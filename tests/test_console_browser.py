@@ -16,7 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from .console_site import artifacts, edge, start, wait_until
+from .console_site import artifacts, edge, start
+from .console_site import wait_until as _wait_until
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = ""):
+    """console_site.wait_until, where a page being replaced (a form posted, a
+    reload) or a dialog not open yet means "not yet", not a failure."""
+    from selenium.common.exceptions import (
+        NoAlertPresentException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+
+    return _wait_until(predicate, timeout, what, ignoring=(
+        NoAlertPresentException, NoSuchElementException, StaleElementReferenceException))
 
 INSTALL = "apt-get install chromium chromium-driver (make test-deps does it as root)"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
