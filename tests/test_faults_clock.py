@@ -47,7 +47,8 @@ class WallClock:
 
 class LiveCamera(Source):
     """The clip as a USB camera gives it: no media clock (frames are timed by the monotonic
-    clock), a pause at ``pause_at`` (the person walks off), the wall clock moved at the
+    clock), a pause at ``pause_at`` (the person walks off, once ``locked()`` says the door
+    has closed behind them), the wall clock moved at the
     frames in ``jumps`` (index: offset), and by ``jump_while_unlocked`` at the first frame
     read while ``unlocked()`` says the door is open (an event, not a frame number: on a
     slow CPU the door may lock again before any given frame is read)."""
@@ -55,11 +56,13 @@ class LiveCamera(Source):
     def __init__(self, inner: Source, clock: WallClock, jumps: dict[int, float],
                  pause_at: int, pause: float,
                  unlocked: Callable[[], bool] = lambda: False,
-                 jump_while_unlocked: float = 0.0) -> None:
+                 jump_while_unlocked: float = 0.0,
+                 locked: Callable[[], bool] = lambda: True) -> None:
         self.inner, self.clock, self.jumps = inner, clock, jumps
         self.pause_at, self.pause = pause_at, pause
         self.unlocked, self.jump_while_unlocked = unlocked, jump_while_unlocked
         self.jumped_while_unlocked = False
+        self.locked = locked
         self.name, self.finite, self.fps = inner.name, inner.finite, inner.fps
 
     def open(self) -> None:
@@ -70,6 +73,12 @@ class LiveCamera(Source):
         if frame is None:
             return None
         if frame.index == self.pause_at:
+            # The person walks off once the door has closed behind them: on a
+            # fast CPU the frames up to here take less than the unlock time, and
+            # the next jump would land while the door is still open.
+            deadline = time.monotonic() + 60.0
+            while not self.locked() and time.monotonic() < deadline:
+                time.sleep(0.02)
             time.sleep(self.pause)
         if frame.index in self.jumps:
             self.clock.offset = self.jumps[frame.index]
@@ -113,7 +122,8 @@ def run(site: Path, engine, monkeypatch, cooldown: float) -> tuple[Daemon, MockF
 
     camera = LiveCamera(LoopSource(OpenCVSource(str(CLIP), "file"), loops=2), clock,
                         jumps={330: +FIFTY_YEARS}, pause_at=275, pause=1.2,
-                        unlocked=unlocked_and_logged, jump_while_unlocked=-FIFTY_YEARS)
+                        unlocked=unlocked_and_logged, jump_while_unlocked=-FIFTY_YEARS,
+                        locked=lambda: not relay.state)
     daemon = Daemon(cfg, db, source=camera, realtime=False, pin_factory=factory,
                     handle_signals=False, exit_at_end=True)
     try:
