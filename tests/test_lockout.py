@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -186,6 +187,26 @@ def scene(folder: Path, *shots: tuple[Path | None, int]) -> FolderSource:
     return FolderSource(folder, fps=5.0)
 
 
+def ends_once_unlocked(source: FolderSource, relay) -> None:
+    """Hold ``source``'s end until the relay has opened (60 s at most).
+
+    The grant is in the last frames and the relay opens on the outputs' thread:
+    ended at once, the daemon would close first and rightly drop the pending
+    unlock (fail-secure), which says nothing about the lockout under test.
+    """
+    read = source.read
+
+    def read_then_wait():
+        frame = read()
+        if frame is None:
+            deadline = time.monotonic() + 60.0
+            while not any(s.state for s in relay.states) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return frame
+
+    source.read = read_then_wait  # type: ignore[method-assign]
+
+
 def test_photo_after_photo_locks_the_door_then_the_live_face_is_refused(site, tmp_path, engine):
     poster, tablet, live = (FACES / f"spoof/image_{n}.jpg" for n in ("F1", "F2", "T1"))
     cfg = config(site, liveness={"mode": "passive"}, voice={"enabled": False},
@@ -195,6 +216,7 @@ def test_photo_after_photo_locks_the_door_then_the_live_face_is_refused(site, tm
     source = scene(tmp_path / "attack", (poster, 5), gap, (tablet, 5), gap, (poster, 5), gap,
                    (live, 5), (None, 25), (live, 5))
     factory = MockFactory()
+    ends_once_unlocked(source, factory.pin(cfg.door.pin))
     daemon = Daemon(cfg, cfg.path(cfg.gallery.db), source=source, voice=None,
                     pin_factory=factory, handle_signals=False, exit_at_end=True)
     try:
