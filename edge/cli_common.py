@@ -8,12 +8,13 @@ themselves live in ``edge/cli_*.py`` by theme; :mod:`edge.cli` gathers them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -140,13 +141,23 @@ def common(f: F) -> F:
         config: str | None, db: str | None, as_json: bool, create: bool, **kw: Any
     ) -> Any:
         ctx = Ctx(config, db, as_json, create)
-        try:
+        with one_line_errors():
             return f(ctx, **kw)
-        except ConfigError as e:
-            fail(str(e), 2)
-        except EdgeError as e:
-            fail(str(e), 1)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What every command does with our errors: one line and the exit code.
+
+    A bad config exits 2, any other :class:`EdgeError` 1, Ctrl-C 130; never a traceback.
+    """
+    try:
+        yield
+    except ConfigError as e:
+        fail(str(e), 2)
+    except EdgeError as e:
+        fail(str(e), 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)

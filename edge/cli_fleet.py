@@ -80,18 +80,11 @@ def _handle(f: F) -> F:
                   help="Configuration file (default: config.yaml).")
     @functools.wraps(f)
     def wrapper(config: str | None, as_json: bool, **kw: Any) -> Any:
-        from .cli_common import fail
+        from .cli_common import one_line_errors
         from .config import load_config
-        from .errors import ConfigError, EdgeError
 
-        try:
+        with one_line_errors():
             return f(load_config(config), as_json, **kw)
-        except ConfigError as e:
-            fail(str(e), 2)
-        except EdgeError as e:
-            fail(str(e), 1)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
 
     return wrapper  # type: ignore[return-value]
 

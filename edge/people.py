@@ -83,6 +83,35 @@ class _Keep:
 KEEP = _Keep()
 
 
+def detail_changes(
+    current: Any,
+    display_name: str | _Keep | None,
+    notes: str | _Keep | None,
+    valid_from: str | datetime | _Keep | None,
+    valid_until: str | datetime | _Keep | None,
+) -> dict[str, Any]:
+    """The checked columns an update of a person's details writes (KEEP: left out).
+
+    Shared by the local gallery and the fleet's centre, so both refuse the same
+    names, notes and windows the same way. ``current`` is the person as stored
+    (anything with ``valid_from``/``valid_until``): one side of the window may
+    change against the other as it is.
+    """
+    changes: dict[str, Any] = {}
+    if not isinstance(display_name, _Keep):
+        changes["display_name"] = (
+            None if display_name is None else check_name(display_name, "display name"))
+    if not isinstance(notes, _Keep):
+        changes["notes"] = check_notes(notes)
+    if not isinstance(valid_from, _Keep) or not isinstance(valid_until, _Keep):
+        start, end = check_window(
+            current.valid_from if isinstance(valid_from, _Keep) else valid_from,
+            current.valid_until if isinstance(valid_until, _Keep) else valid_until,
+        )
+        changes |= {"valid_from": start, "valid_until": end}
+    return changes
+
+
 class People(SealedTemplates):
     """Who may enter: a mixin of :class:`~edge.gallery.Gallery` (its transactions, its key)."""
 
@@ -298,17 +327,7 @@ class People(SealedTemplates):
         """
         current = self.person(name)
         changes: dict[str, Any] = {}
-        if not isinstance(display_name, _Keep):
-            changes["display_name"] = (
-                None if display_name is None else check_name(display_name, "display name"))
-        if not isinstance(notes, _Keep):
-            changes["notes"] = check_notes(notes)
-        if not isinstance(valid_from, _Keep) or not isinstance(valid_until, _Keep):
-            start, end = check_window(
-                current.valid_from if isinstance(valid_from, _Keep) else valid_from,
-                current.valid_until if isinstance(valid_until, _Keep) else valid_until,
-            )
-            changes |= {"valid_from": start, "valid_until": end}
+        changes |= detail_changes(current, display_name, notes, valid_from, valid_until)
         if not isinstance(doors, _Keep):
             changes["doors"] = doors_column(doors)
         if not isinstance(schedule, _Keep):

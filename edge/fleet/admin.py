@@ -26,8 +26,8 @@ from psycopg.types.json import Jsonb
 from ..errors import EdgeError, GalleryError
 from ..identity import name_key
 from ..match import DIM
-from ..people import KEEP, EnrollResult, _Keep
-from ..records import check_name, check_notes, check_template, check_window
+from ..people import KEEP, EnrollResult, _Keep, detail_changes
+from ..records import check_name, check_template
 from . import store, vault
 from .connect import FleetError, FleetSettings, connect, describe
 
@@ -304,17 +304,7 @@ class FleetAdmin:
         ``schedule`` is kept as typed once :func:`edge.rules.parse_schedule` accepts it."""
         current = self.person(name)
         changes: dict[str, Any] = {}
-        if not isinstance(display_name, _Keep):
-            changes["display_name"] = (
-                None if display_name is None else check_name(display_name, "display name"))
-        if not isinstance(notes, _Keep):
-            changes["notes"] = check_notes(notes)
-        if not isinstance(valid_from, _Keep) or not isinstance(valid_until, _Keep):
-            start, end = check_window(
-                current.valid_from if isinstance(valid_from, _Keep) else valid_from,
-                current.valid_until if isinstance(valid_until, _Keep) else valid_until,
-            )
-            changes |= {"valid_from": start, "valid_until": end}
+        changes |= detail_changes(current, display_name, notes, valid_from, valid_until)
         if not isinstance(card, _Keep):
             from ..wiegand import parse_card
 
