@@ -11,6 +11,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,11 @@ def match_ms(
 
 
 def replay(
-    cfg: Config, video: Path, gallery: Path, console_viewer: bool = False
+    cfg: Config,
+    video: Path,
+    gallery: Path,
+    console_viewer: bool = False,
+    before_play: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Worst-case frame processing of the daemon on a recorded clip.
 
@@ -140,6 +145,10 @@ def replay(
     With ``console_viewer`` the console runs too (on an ephemeral localhost
     port) and one viewer reads its MJPEG stream over HTTP the whole time, so
     what a watching installer costs the loop (JPEG encoding included) shows.
+
+    ``before_play(daemon)`` is called once everything is started, before the
+    first frame: e.g. to bring up the panel an OSDP reader answers and wait
+    until it polls, as a door that has run a while would be.
     """
     from .camera import open_source
     from .daemon import Daemon
@@ -162,9 +171,10 @@ def replay(
         viewer.wait_watching(daemon.console.feed, 30.0)
         publish_us = _time_publish(daemon.console.feed)
     times, with_face, cpu = [], [], []
-    source = open_source(str(video), cfg.camera)
     try:
-        with source:
+        if before_play is not None:
+            before_play(daemon)
+        with open_source(str(video), cfg.camera) as source:
             loop_start = _cpu_seconds()
             while (frame := source.read()) is not None:
                 daemon.tracker = Tracker(cfg.decision.window_frames, cfg.liveness)

@@ -263,6 +263,7 @@ class OsdpOutput:
         self.commands: list[dict[str, Any]] = []
         self._osdp = osdp
         scbk = load_scbk(cfg)
+        self._keyed = scbk is not None
         if scbk is None:
             log.warning("osdp: no SCBK (osdp.scbk_file or credential osdp-scbk): "
                         "the line to the panel is NOT encrypted")
@@ -294,6 +295,15 @@ class OsdpOutput:
     @property
     def secure(self) -> bool:
         return bool(self.pd.is_sc_active())
+
+    @property
+    def ready(self) -> bool:
+        """True once the panel polls this reader (over the secure channel, when keyed).
+
+        Until then a card read waits in libosdp's queue: the panel gets it with
+        its first poll.
+        """
+        return bool(self.pd.is_online()) and (self.secure or not self._keyed)
 
     def grant(self, g: Grant) -> None:
         card = self.cards.card(g.person_id) if g.person_id is not None else None

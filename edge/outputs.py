@@ -108,6 +108,11 @@ class Outputs:
     def names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
+    def waiting(self) -> list[str]:
+        """The outputs not ready yet (an OSDP reader its panel has not polled);
+        an output that cannot tell is ready."""
+        return [o.name for o in self.outputs if not getattr(o, "ready", True)]
+
     def grant(self, g: Grant) -> None:
         """Queue ``g`` for every output; returns at once."""
         if self._closed:

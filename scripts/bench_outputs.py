@@ -27,6 +27,7 @@ clip's other faces are unknowns).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import pty
@@ -52,19 +53,31 @@ KEY = "000102030405060708090a0b0c0d0e0f"
 ADDRESS = 7
 
 PANEL = r"""
-import json, os, sys, time, osdp
+import json, os, select, sys, time, osdp
 fd, key, address = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), int(sys.argv[3])
+refresh = float(sys.argv[4])
 os.set_blocking(fd, False)
 class Ch(osdp.Channel):
     def read(self, n):
         try: return os.read(fd, n)
         except OSError: return b""
     def write(self, b):
+        print(json.dumps({"w": time.monotonic()}), flush=True)
         try: return os.write(fd, b)
         except OSError: return 0
     def flush(self): pass
-cp = osdp.ControlPanel([osdp.PDInfo(address, Ch(), scbk=key, flags=[osdp.LibFlag.EnforceSecure])],
-                       log_level=osdp.LogLevel.Warning)
+class Panel(osdp.ControlPanel):
+    # libosdp's own loop refreshes every 20 ms; a faster panel refreshes when the
+    # reader's reply is on the line or every `refresh` seconds (its poll timer).
+    @staticmethod
+    def refresh(event, lock, ctx):
+        while not event.is_set():
+            with lock:
+                ctx.refresh()
+            select.select([fd], [], [], refresh)
+cls = osdp.ControlPanel if refresh >= 0.02 else Panel
+cp = cls([osdp.PDInfo(address, Ch(), scbk=key, flags=[osdp.LibFlag.EnforceSecure])],
+         log_level=osdp.LogLevel.Warning)
 cp.start()
 print(json.dumps({"sc": cp.sc_wait_all(60)}), flush=True)
 while True:
@@ -161,6 +174,10 @@ def main() -> int:
     ap.add_argument("--grants", choices=("none", "sparse", "every"), default="none")
     ap.add_argument("--only", choices=("relay", "all"), help="run one variant only")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--panel-refresh-ms", type=float, default=20.0,
+                    help="the panel's refresh period: 20 is libosdp's own CP loop; "
+                         "less, a panel that polls as often as libosdp's core allows "
+                         "(every 50 ms)")
     args = ap.parse_args()
 
     from gpiozero import Device
@@ -208,9 +225,22 @@ def main() -> int:
         sub = Lines([sys.executable, "-c", SUBSCRIBER, str(port)])
         children.append(sub)
         sub.wait_for("up")
-        panel = Lines([sys.executable, "-c", PANEL, str(master), KEY, str(ADDRESS)],
-                      pass_fds=[master])
-        children.append(panel)
+
+        def start_panel(daemon: Any) -> None:
+            # A panel of its own for each run, started once the reader is up: a
+            # reader that went away (the last run's) sends libosdp's panel offline
+            # for five minutes. The clip plays once the panel polls over the
+            # secure channel, as at a door that has run a while.
+            panel = Lines([sys.executable, "-c", PANEL, str(master), KEY, str(ADDRESS),
+                           str(args.panel_refresh_ms / 1000)], pass_fds=[master])
+            children.append(panel)
+            if not panel.wait_for("sc")["sc"]:
+                raise SystemExit("bench_outputs: the panel's secure channel did not come up")
+            end = time.monotonic() + 30
+            while daemon.outputs.waiting():
+                if time.monotonic() > end:
+                    raise SystemExit(f"bench_outputs: not ready: {daemon.outputs.waiting()}")
+                time.sleep(0.05)
 
         decision = {"none": {}, "sparse": {"agree_matches": 1, "cooldown_seconds": 1.0},
                     "every": {"agree_matches": 1, "cooldown_seconds": 0.0}}[args.grants]
@@ -234,6 +264,8 @@ def main() -> int:
 
         results: dict[str, list[dict[str, Any]]] = {"relay": [], "all": []}
         latency: dict[str, list[float]] = {"wiegand": [], "osdp": [], "mqtt": []}
+        polls: list[float] = []  # the panel's intervals between polls, ms
+        answers: list[float] = []  # the panel's poll out -> the card read in, ms
         variants = [args.only] if args.only else ["relay", "all"]
         for i in range(args.runs):
             for variant in variants:
@@ -242,12 +274,10 @@ def main() -> int:
                 Device.pin_factory = factory
                 with Gallery(db) as g:
                     last = max([e.id for e in g.events()], default=0)
-                r = replay(cfg, CLIP, db)
+                r = replay(cfg, CLIP, db, before_play=start_panel if variant == "all" else None)
                 results[variant].append(r)
                 if variant != "all":
                     continue
-                if i == 0:
-                    panel.wait_for("sc")
                 time.sleep(3.0)  # let the outputs and the subscriber catch up
                 with Gallery(db) as g:
                     grants = [e for e in g.events(kind="access")
@@ -255,7 +285,16 @@ def main() -> int:
                 monos = [e.mono for e in grants]
                 frames = wiegand_frames(factory, cfg.wiegand.d0_pin, cfg.wiegand.d1_pin,
                                         cfg.wiegand.format)
-                reads = [p["t"] for p in panel.take() if "card_read" in p]
+                panel = children.pop()
+                said = panel.take()
+                panel.stop()
+                reads = [p["t"] for p in said if "card_read" in p]
+                # Polls while the reader was online: from the first grant to the last read.
+                writes = [p["w"] for p in said if "w" in p
+                          and monos and reads and monos[0] <= p["w"] <= reads[-1]]
+                polls += [(b - a) * 1000 for a, b in itertools.pairwise(writes)]
+                answers += [(t - max(w for w in writes if w <= t)) * 1000
+                            for t in reads if any(w <= t for w in writes)]
                 msgs = {round(m["event"].get("mono", 0), 6): m["t"] for m in sub.take()
                         if m.get("event", {}).get("decision") == "granted"}
                 for mono in monos:
@@ -299,6 +338,13 @@ def main() -> int:
                     "n": len(xs), "median": round(statistics.median(xs), 1),
                     "p90": round(float(sorted(xs)[int(0.9 * (len(xs) - 1))]), 1),
                     "max": round(max(xs), 1)}
+        if polls:
+            summary["panel_poll_interval_ms"] = {
+                "refresh_ms": args.panel_refresh_ms, "n": len(polls),
+                "median": round(statistics.median(polls), 1),
+                "p90": round(float(sorted(polls)[int(0.9 * (len(polls) - 1))]), 1),
+                "poll_to_card_read_ms_median": round(statistics.median(answers), 1)
+                if answers else None}
         summary["grants_per_run"] = {v: [r["grants"] for r in results[v]] for v in variants}
         print(json.dumps(summary, indent=None if args.json else 2))
         return 0

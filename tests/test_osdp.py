@@ -22,7 +22,7 @@ from edge.door import Door
 from edge.errors import ConfigError
 from edge.gallery import Gallery
 from edge.osdp import OsdpOutput, ReaderLed, card_bytes, load_scbk
-from edge.outputs import Grant
+from edge.outputs import Grant, Outputs
 from edge.wiegand import Card, decode, encode
 
 from .conftest import wait_for
@@ -104,10 +104,13 @@ def test_a_grant_reaches_the_panel_and_its_commands_come_back(site, tmp_path):
                                         flags=[osdp.LibFlag.EnforceSecure])],
                            log_level=osdp.LogLevel.Warning)
     out = OsdpOutput(cfg, CardLookup(db), door=door, pin_factory=factory)
+    outputs = Outputs([out])
+    assert outputs.waiting() == ["osdp"]  # no panel polls yet
     cp.start()
     try:
         assert cp.sc_wait_all(30), "secure channel did not come up"
         assert out.secure
+        assert wait_for(lambda: outputs.waiting() == [], 20)
         out.grant(Grant("ada", pid, 0.0))
         ev = cp.get_event(7, 10)
         assert ev is not None and ev["event"] == osdp.Event.CardRead
@@ -138,7 +141,7 @@ def test_a_grant_reaches_the_panel_and_its_commands_come_back(site, tmp_path):
         assert factory.pin(12).state == 1  # the permanent green outlasts the output commands
     finally:
         cp.teardown()
-        out.close()
+        outputs.close()  # closes the reader too
         door.close()
         os.close(master)
         os.close(slave)
