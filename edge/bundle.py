@@ -3,7 +3,8 @@
 A bundle is JSON (format :data:`BUNDLE_FORMAT`, version :data:`BUNDLE_VERSION`)
 sealed under a key derived from a passphrase (:func:`edge.crypto.seal_bundle`),
 so templates can move between sites with different gallery keys. It is read
-through the same checks as an enrollment (:mod:`edge.records`) and merged in
+(:mod:`edge.bundle_file`) through the same checks as an enrollment
+(:mod:`edge.records`) and merged in
 one transaction of the :class:`~edge.gallery.Gallery`, whose transaction and
 sealing helpers this module uses as a friend.
 """
@@ -11,10 +12,8 @@ sealing helpers this module uses as a friend.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
-import re
 import stat
 from collections.abc import Sequence
 from contextlib import suppress
@@ -22,18 +21,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import crypto, identity
+from .bundle_file import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    BundleTemplate,
+    is_sealed_bundle,
+    read_bundle,
+)
 from .errors import GalleryError
 from .files import write_temp
 from .gallery import Gallery
-from .records import EMBEDDING_BYTES, check_name, check_quality_and_sha, now_iso, person_row
-from .sealing import LEGACY_MODEL_ID
+from .records import check_name, now_iso
 
-BUNDLE_FORMAT = "edge-gallery"
-BUNDLE_VERSION = 1
-_MODEL_ID = re.compile(r"[0-9a-f]{64}")
+__all__ = [
+    "BUNDLE_FORMAT", "BUNDLE_VERSION", "ImportResult", "check_target", "export_bundle",
+    "import_bundle", "is_sealed_bundle",
+]
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def import_bundle(
     re-enrolled. Bundles carry no face crops.
     """
     path = Path(path)
-    people, sealed = _read_bundle(path, passphrase, allow_unencrypted)
+    people, sealed = read_bundle(path, passphrase, allow_unencrypted)
     explicit, bare = _renames(path, people, rename)
     people_added = added = skipped = 0
     new_names: list[str] = []
@@ -227,11 +231,11 @@ class _Incoming:
     """One bundle person on its way in: under which name, onto whom, with which templates."""
 
     person: dict[str, Any]  # the checked people row from the bundle
-    templates: list[_BundleTemplate]
+    templates: list[BundleTemplate]
     incoming: str  # the bundle's name
     target: str  # the name it goes in under (a --rename, else the bundle's)
     found: tuple[int, str] | None  # the local person of that name: (id, name)
-    fresh: list[_BundleTemplate]  # templates the local person lacks (all, for a new person)
+    fresh: list[BundleTemplate]  # templates the local person lacks (all, for a new person)
     present: int  # templates the local person already has
 
     @property
@@ -243,7 +247,7 @@ class _Incoming:
 def _plan(
     gallery: Gallery,
     person: dict[str, Any],
-    templates: list[_BundleTemplate],
+    templates: list[BundleTemplate],
     explicit: dict[str, str],
 ) -> _Incoming:
     incoming = person["name"]
@@ -280,7 +284,7 @@ def _renames(
 
 
 def _present(
-    gallery: Gallery, found: tuple[int, str] | None, have: set[bytes], t: _BundleTemplate
+    gallery: Gallery, found: tuple[int, str] | None, have: set[bytes], t: BundleTemplate
 ) -> bool:
     """Whether local person ``found`` already has bundle template ``t`` (by sha, else bytes)."""
     plain, sha = t[0], t[2]
@@ -301,7 +305,7 @@ def _mismatch(
     path: Path,
     name: str,
     found: tuple[int, str],
-    fresh: list[_BundleTemplate],
+    fresh: list[BundleTemplate],
     threshold: float | None,
 ) -> list[str]:
     """A warning when a colliding bundle person's faces do not look like the local person.
@@ -331,7 +335,7 @@ def _look_alike(
     path: Path,
     name: str,
     person_id: int,
-    fresh: list[_BundleTemplate],
+    fresh: list[BundleTemplate],
     threshold: float | None,
 ) -> list[str]:
     """A warning when a person the import adds already looks like someone here.
@@ -400,117 +404,3 @@ def _write_private(path: Path, data: bytes) -> None:
             with suppress(OSError):
                 os.unlink(tmp)
         raise GalleryError(f"{path}: cannot write ({e.strerror})") from None
-
-
-#: ``(embedding, quality, source_sha256, created, model_id)``
-_BundleTemplate = tuple[bytes, float | None, str | None, str, str]
-
-
-def is_sealed_bundle(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` looks like a sealed bundle (so the CLI knows to ask for a passphrase).
-
-    False for anything else, a missing file included; :func:`import_bundle`
-    then says what is wrong with it.
-    """
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get("format") == crypto.SEALED_BUNDLE_FORMAT
-
-
-def _json_bytes(path: Path, data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        raise GalleryError(f"{path}: bad bundle: {what}not JSON") from None
-
-
-def _read_bundle(
-    path: Path, passphrase: str | None, allow_unencrypted: bool
-) -> tuple[list[tuple[dict[str, Any], list[_BundleTemplate]]], bool]:
-    """Open and check a whole bundle: ((person row, templates) pairs ready to insert, sealed?).
-
-    A sealed bundle is opened with ``passphrase`` first; a plain one is
-    refused unless ``allow_unencrypted``. Embeddings are kept byte for byte
-    (they were stored normalised), so an export/import round trip is exact;
-    anything wrong is a GalleryError that names the bundle, the entry and
-    the fault.
-    """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise GalleryError(f"{path}: bundle not found") from None
-    except OSError as e:
-        raise GalleryError(f"{path}: cannot read bundle ({e.strerror})") from None
-    data = _json_bytes(path, raw, "")
-    sealed = isinstance(data, dict) and data.get("format") == crypto.SEALED_BUNDLE_FORMAT
-    if sealed:
-        try:
-            plain = crypto.open_bundle(data, passphrase or "")
-        except GalleryError as e:
-            raise GalleryError(f"{path}: {e}") from None
-        data = _json_bytes(path, plain, "sealed content is ")
-    elif isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT and not allow_unencrypted:
-        raise GalleryError(
-            f"{path}: an unencrypted bundle (from an older edge-access) is refused: nothing"
-            " shows it was not altered; import it with --allow-unencrypted only if you trust it"
-        )
-    return _check_bundle(path, data), sealed
-
-
-def _check_bundle(path: Path, data: Any) -> list[tuple[dict[str, Any], list[_BundleTemplate]]]:
-    """Every entry of a decoded bundle checked: (person row, templates) pairs ready to insert."""
-
-    def bad(where: str, why: str) -> GalleryError:
-        return GalleryError(f"{path}: bad bundle: {where}: {why}")
-
-    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
-        raise bad("format", f"not an {BUNDLE_FORMAT} bundle")
-    if data.get("version") != BUNDLE_VERSION:
-        raise bad("version", f"expected {BUNDLE_VERSION}, got {data.get('version')!r}")
-    if not isinstance(data.get("people"), list):
-        raise bad("people", "expected a list")
-    out: list[tuple[dict[str, Any], list[_BundleTemplate]]] = []
-    seen: set[str] = set()
-    for i, p in enumerate(data["people"]):
-        where = f"people[{i}]"
-        if not isinstance(p, dict):
-            raise bad(where, "expected an object")
-        try:
-            fields = ("name", "display_name", "notes", "valid_from", "valid_until", "created")
-            row = person_row(**{k: p.get(k) for k in fields}, active=p.get("active", True))
-            if identity.name_key(row["name"]) in seen:
-                raise GalleryError(f"{row['name']!r} appears twice")
-            seen.add(identity.name_key(row["name"]))
-            if not isinstance(p.get("templates"), list):
-                raise GalleryError("templates: expected a list")
-        except GalleryError as e:
-            raise bad(where, str(e)) from None
-        templates: list[_BundleTemplate] = []
-        for j, t in enumerate(p["templates"]):
-            try:
-                if not isinstance(t, dict) or not isinstance(t.get("embedding"), str):
-                    raise GalleryError("expected an object with a base64 embedding")
-                try:
-                    raw = base64.b64decode(t["embedding"], validate=True)
-                except (binascii.Error, ValueError):
-                    raise GalleryError("embedding is not base64") from None
-                if len(raw) != EMBEDDING_BYTES:
-                    raise GalleryError(f"embedding is {len(raw)} bytes, not {EMBEDDING_BYTES}")
-                norm = float(np.linalg.norm(np.frombuffer(raw, dtype="<f4").astype(np.float64)))
-                if not abs(norm - 1.0) < 1e-3:
-                    raise GalleryError("embedding is not a finite unit vector")
-                quality, sha = check_quality_and_sha(t.get("quality"), t.get("source_sha256"))
-                t_created = t.get("created")
-                if t_created is not None and not isinstance(t_created, str):
-                    raise GalleryError("created must be text")
-                # Bundles from before model ids hold MobileFaceNet templates only.
-                model_id = t.get("model_id", LEGACY_MODEL_ID)
-                if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
-                    raise GalleryError("model_id must be a sha256 in hex")
-            except GalleryError as e:
-                raise bad(f"{where}.templates[{j}]", str(e)) from None
-            templates.append((raw, quality, sha, t_created or now_iso(), model_id))
-        out.append((row, templates))
-    return out

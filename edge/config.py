@@ -12,12 +12,9 @@ config, models and database together wherever it likes.
 from __future__ import annotations
 
 import os
-import re
-import reprlib
 from pathlib import Path
 from typing import Any, Literal, Self, get_args
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+from .strictyaml import YAMLError, read_yaml, short
 
 #: Where the package's own default configuration lives (the repository root).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +35,6 @@ DEFAULT_CONFIG = PROJECT_ROOT / "config.yaml"
 #: A config file is a few kilobytes; anything past this is refused unread (and
 #: PyYAML parses about 100 KB a second on a laptop).
 MAX_CONFIG_BYTES = 100_000
-#: Sections hold values, so a config is three levels deep; past this it is refused.
-MAX_DEPTH = 20
 
 
 class _Section(BaseModel):
@@ -399,74 +395,10 @@ def with_console(cfg: Config, listen: str) -> Config:
     return cfg.model_copy(update={"console": console})
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader without anchors and aliases, and only so deep.
-
-    A config has no use for aliases, and they are what make a few lines of
-    YAML expand to billions of nodes ("billion laughs", chains of ``<<``
-    merges); the depth limit keeps nesting from reaching Python's recursion
-    limit.
-    """
-
-    _depth = 0
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        """A key given twice is refused: PyYAML would keep the last one silently."""
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.get(key)
-            except TypeError:  # an unhashable key: refused by PyYAML itself below
-                continue
-            if first is not None:
-                problem = f"duplicate key {_short(key)} is not allowed, first on line {first}"
-                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
-            )
-        if self._depth >= MAX_DEPTH:
-            raise yaml.composer.ComposerError(
-                None, None, f"nesting over {MAX_DEPTH} deep is not allowed",
-                self.peek_event().start_mark,
-            )
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-# YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) also reads
-# yes/no/on/off as booleans, so `liveness.mode: off` would be False. Boolean
-# keys still take yes/no/on/off: pydantic reads those strings as booleans.
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-#: Values quoted in error messages are cut short: the message is one line.
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 60
-_repr.maxlist = _repr.maxdict = 6
-_repr.maxlevel = 2
-_short = _repr.repr
-
-
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(
-        str(x)[:60] if str(x).isprintable() else _short(str(x)) for x in first["loc"]
+        str(x)[:60] if str(x).isprintable() else short(str(x)) for x in first["loc"]
     ) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
@@ -474,7 +406,7 @@ def _describe(err: ValidationError) -> str:
     elif first["type"] == "value_error":  # our own checks: the message without a prefix
         msg = str(first.get("ctx", {}).get("error", msg))
     elif "input" in first and not isinstance(first["input"], dict):
-        msg = f"{msg} (got {_short(first['input'])})"
+        msg = f"{msg} (got {short(first['input'])})"
     return f"{where}: {msg}"
 
 
@@ -497,15 +429,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__})") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as e:
+        data = read_yaml(text)
+    except YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None)
         detail = f" ({problem})" if problem and "not allowed" in problem else ""
         raise ConfigError(f"{path}: not valid YAML{where}{detail}") from None
     except Exception as e:  # PyYAML's constructors raise builtins on bad scalars (2001-13-45)
-        raise ConfigError(f"{path}: not valid YAML ({_short(str(e))})") from None
+        raise ConfigError(f"{path}: not valid YAML ({short(str(e))})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
