@@ -260,3 +260,40 @@ def test_edge_sync_killed_mid_sync_leaves_the_door_consistent(tmp_path, centre):
         assert (len(g.people()), len(g.templates().ids)) == (800, 2400)
         local = [(e.id, e.kind, e.name) for e in g.events()]
     assert centre_events(centre, "front") == local
+
+
+def test_a_restore_that_discarded_events_loses_none_of_the_later_ones(tmp_path, centre):
+    """A restore that drops events the centre already has makes the door reuse their ids;
+    the events written after it reach the centre all the same, each once."""
+    from edge.backup import restore
+
+    site, cfg = door(tmp_path, centre)
+    db, copy = site / "gallery.db", tmp_path / "backup.db"
+    with DoorSync(cfg, db, door="front") as s:
+        for i in range(20):
+            s.gallery.log_event("access", name=f"before{i}", decision="denied", reason="unknown")
+        assert s.sync().pushed == 20
+        s.gallery.backup(copy)
+        for i in range(10):  # pushed, then lost with the restore below
+            s.gallery.log_event("access", name=f"lost{i}", decision="denied", reason="unknown")
+        assert s.sync().pushed == 10
+    done = restore(db, copy, cfg, aside="replaced", discard_events=True)
+    assert done.lost == 10
+    with DoorSync(cfg, db, door="front") as s:
+        for i in range(5):
+            s.gallery.log_event("access", name=f"after{i}", decision="granted")
+        restored = [(e.id, e.kind, e.name) for e in s.gallery.events() if e.id > 20]
+        assert restored[0][0] == 21  # the restore event reuses the id "lost0" was pushed under
+        r = s.sync()
+        assert (r.pushed, r.waiting) == (6, 0)  # the restore event and the five after it
+        # A push retried after a crash still duplicates nothing, shifted ids included.
+        with s.gallery._write("rewind", content=False):
+            fleet_sync._set_meta(s.gallery, fleet_sync.PUSHED_KEY, 0)
+        assert s.sync().pushed == 0
+        s.gallery.log_event("access", name="later", decision="granted")
+        assert s.sync().pushed == 1
+    names = [n for _, _, n in centre_events(centre, "front")]
+    assert names == ([f"before{i}" for i in range(20)] + [f"lost{i}" for i in range(10)]
+                     + [None] + [f"after{i}" for i in range(5)] + ["later"])
+    ids = [i for i, _, _ in centre_events(centre, "front")]
+    assert ids == list(range(1, 38))  # after the 30 it had, the next ids: nothing overwritten

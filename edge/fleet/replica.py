@@ -35,6 +35,10 @@ log = logging.getLogger("edge.fleet")
 #: The gallery's ``meta`` keys of the revision held and the last event pushed.
 REVISION_KEY = "fleet_revision"
 PUSHED_KEY = "fleet_pushed"
+#: Local event ids from SHIFT_FROM_KEY on go to the centre as id + SHIFT_KEY
+#: (set when a restore reused ids the centre already holds: see DoorSync.push).
+SHIFT_FROM_KEY = "fleet_shift_from"
+SHIFT_KEY = "fleet_shift"
 
 
 def meta_value(g: Gallery, key: str) -> int:

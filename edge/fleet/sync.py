@@ -19,7 +19,12 @@ the daemon's :class:`SyncWorker` thread:
   ``ON CONFLICT (door, local_id) DO NOTHING``; the cursor (kept in the
   gallery's ``meta``) moves only after the centre has committed. A crash
   between the two pushes those events again, and the centre ignores them:
-  none is lost, none counted twice.
+  none is lost, none counted twice. A restore that discarded events (a
+  damaged gallery, ``--discard-events``) makes the door reuse local ids the
+  centre already holds for other events: before inserting, the push compares
+  the centre's rows under the batch's ids with its own (kind, name, time);
+  from the first that differs on, local ids go to the centre shifted past the
+  highest it holds (``meta`` keeps the shift), so those events are kept too.
 * **Report**: the door's row in ``doors``: last contact, revision held,
   events waiting, software version.
 
@@ -40,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +55,16 @@ from .. import __version__
 from ..errors import EdgeError
 from . import vault
 from .connect import FleetError, FleetSettings, describe, settings
-from .replica import PUSHED_KEY, REVISION_KEY, _set_meta, apply, meta_value, read_changes
+from .replica import (
+    PUSHED_KEY,
+    REVISION_KEY,
+    SHIFT_FROM_KEY,
+    SHIFT_KEY,
+    _set_meta,
+    apply,
+    meta_value,
+    read_changes,
+)
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -264,6 +279,7 @@ class DoorSync:
         while True:
             with g._read("read events to push"):
                 cursor = meta_value(g, PUSHED_KEY)
+                shift_from, shift = meta_value(g, SHIFT_FROM_KEY), meta_value(g, SHIFT_KEY)
                 rows = g.db.execute(
                     f"SELECT id, {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
                     [cursor, PUSH_BATCH],
@@ -271,7 +287,18 @@ class DoorSync:
             if not rows:
                 return total
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(_INSERT_EVENT, [(self.door, *r) for r in rows])
+                diverged = self._diverged(cur, rows, shift_from, shift)
+                if diverged is not None:
+                    shift_from, shift = diverged
+                    with g._write("shift pushed event ids", content=False):
+                        _set_meta(g, SHIFT_FROM_KEY, shift_from)
+                        _set_meta(g, SHIFT_KEY, shift)
+                    log.warning(
+                        "fleet: the centre holds other events under local ids from %d on"
+                        " (the gallery was restored); pushing them as id + %d",
+                        shift_from, shift)
+                cur.executemany(_INSERT_EVENT, [
+                    (self.door, _pushed_id(r[0], shift_from, shift), *r[1:]) for r in rows])
                 total += max(cur.rowcount, 0)
             # The centre has committed: only now does the cursor move.
             with g._write("advance push cursor", content=False):
@@ -279,11 +306,52 @@ class DoorSync:
             if len(rows) < PUSH_BATCH:
                 return total
 
+    def _diverged(
+        self, cur: psycopg.Cursor[Any], rows: list[Any], shift_from: int, shift: int
+    ) -> tuple[int, int] | None:
+        """The new (shift_from, shift) if the centre holds other events under this batch's ids.
+
+        The same event again (a push retried after a crash) is not a divergence;
+        another event under the id (a restore discarded the one pushed before)
+        is, and from it on the ids move past the centre's highest for this door.
+        """
+        keys = [_pushed_id(r[0], shift_from, shift) for r in rows]
+        cur.execute(
+            "SELECT local_id, ts, mono, kind, name FROM events"
+            " WHERE door = %s AND local_id = ANY(%s)", [self.door, keys])
+        held = {int(r[0]): r[1:] for r in cur.fetchall()}
+        for key, r in zip(keys, rows, strict=True):
+            there = held.get(key)
+            if there is not None and not _same_event(there, r):
+                cur.execute("SELECT max(local_id) FROM events WHERE door = %s", [self.door])
+                top = int(cur.fetchone()[0])  # type: ignore[index]
+                return int(r[0]), top + 1 - int(r[0])
+        return None
+
     def report(self, waiting: int | None = None) -> None:
         """Tell the centre this door is alive, what it holds and what it still has to send."""
         conn = self.connect()
         conn.execute(_REPORT, [self.door, self.revision,
                                self.waiting() if waiting is None else waiting, __version__])
+
+
+def _pushed_id(local_id: int, shift_from: int, shift: int) -> int:
+    """The id an event goes to the centre under (see :meth:`DoorSync.push`)."""
+    return local_id + shift if shift_from and local_id >= shift_from else local_id
+
+
+def _same_event(there: tuple[Any, ...], row: tuple[Any, ...]) -> bool:
+    """Whether the centre's (ts, mono, kind, name) is this local row's event."""
+    ts, mono, kind, name = there
+    # The local row: id, ts (ISO text), mono, kind, name, ...
+    try:
+        local_ts = datetime.fromisoformat(row[1])
+    except (TypeError, ValueError):
+        return False
+    if local_ts.tzinfo is None:  # written as UTC
+        local_ts = local_ts.replace(tzinfo=UTC)
+    return (kind, name, mono) == (row[3], row[4], row[2]) and abs(
+        (ts - local_ts).total_seconds()) < 0.001
 
 
 # --------------------------------------------------------------------------- the worker
