@@ -21,10 +21,11 @@ the daemon's :class:`SyncWorker` thread:
   between the two pushes those events again, and the centre ignores them:
   none is lost, none counted twice. A restore that discarded events (a
   damaged gallery, ``--discard-events``) makes the door reuse local ids the
-  centre already holds for other events: before inserting, the push compares
-  the centre's rows under the batch's ids with its own (kind, name, time);
-  from the first that differs on, local ids go to the centre shifted past the
-  highest it holds (``meta`` keeps the shift), so those events are kept too.
+  centre already holds for other events: when the centre refuses some of a
+  batch, the push compares the centre's rows under those ids with its own
+  (kind, name, time); if one differs, the batch is rolled back and, from that
+  event on, local ids go to the centre shifted past the highest it holds
+  (``meta`` keeps the shift), so those events are kept too.
 * **Report**: the door's row in ``doors``: last contact, revision held,
   events waiting, software version.
 
@@ -286,20 +287,28 @@ class DoorSync:
                 ).fetchall()
             if not rows:
                 return total
+            diverged = None
             with conn.transaction(), conn.cursor() as cur:
-                diverged = self._diverged(cur, rows, shift_from, shift)
-                if diverged is not None:
-                    shift_from, shift = diverged
-                    with g._write("shift pushed event ids", content=False):
-                        _set_meta(g, SHIFT_FROM_KEY, shift_from)
-                        _set_meta(g, SHIFT_KEY, shift)
-                    log.warning(
-                        "fleet: the centre holds other events under local ids from %d on"
-                        " (the gallery was restored); pushing them as id + %d",
-                        shift_from, shift)
                 cur.executemany(_INSERT_EVENT, [
                     (self.door, _pushed_id(r[0], shift_from, shift), *r[1:]) for r in rows])
-                total += max(cur.rowcount, 0)
+                new = max(cur.rowcount, 0)
+                # Only ids the centre already held can be another event's.
+                if new < len(rows):
+                    diverged = self._diverged(cur, rows, shift_from, shift)
+                    if diverged is not None:
+                        raise psycopg.Rollback()  # none of this batch goes in as it was keyed
+            if diverged is not None:
+                top = conn.execute(
+                    "SELECT max(local_id) FROM events WHERE door = %s", [self.door]).fetchone()
+                shift_from, shift = diverged, int(top[0]) + 1 - diverged  # type: ignore[index]
+                with g._write("shift pushed event ids", content=False):
+                    _set_meta(g, SHIFT_FROM_KEY, shift_from)
+                    _set_meta(g, SHIFT_KEY, shift)
+                log.warning(
+                    "fleet: the centre holds other events under local ids from %d on"
+                    " (the gallery was restored); pushing them as id + %d", shift_from, shift)
+                continue  # the same batch again, under the new ids
+            total += new
             # The centre has committed: only now does the cursor move.
             with g._write("advance push cursor", content=False):
                 _set_meta(g, PUSHED_KEY, int(rows[-1][0]))
@@ -308,12 +317,11 @@ class DoorSync:
 
     def _diverged(
         self, cur: psycopg.Cursor[Any], rows: list[Any], shift_from: int, shift: int
-    ) -> tuple[int, int] | None:
-        """The new (shift_from, shift) if the centre holds other events under this batch's ids.
+    ) -> int | None:
+        """The first local id of this batch whose id the centre holds for another event.
 
         The same event again (a push retried after a crash) is not a divergence;
-        another event under the id (a restore discarded the one pushed before)
-        is, and from it on the ids move past the centre's highest for this door.
+        another event under the id (a restore discarded the one pushed before) is.
         """
         keys = [_pushed_id(r[0], shift_from, shift) for r in rows]
         cur.execute(
@@ -323,9 +331,7 @@ class DoorSync:
         for key, r in zip(keys, rows, strict=True):
             there = held.get(key)
             if there is not None and not _same_event(there, r):
-                cur.execute("SELECT max(local_id) FROM events WHERE door = %s", [self.door])
-                top = int(cur.fetchone()[0])  # type: ignore[index]
-                return int(r[0]), top + 1 - int(r[0])
+                return int(r[0])
         return None
 
     def report(self, waiting: int | None = None) -> None:
